@@ -1,0 +1,262 @@
+//! The only place raw syscalls live: io_uring setup/enter/register, mmap/munmap, close and the
+//! monotonic clock. Everything above this module is written against these few safe-ish
+//! wrappers, so the unsafe surface can be audited in one file (plus the ring's shared memory).
+
+use core::ffi::{c_long, c_void};
+use core::ptr::NonNull;
+use core::time::Duration;
+
+use crate::abi::uring::{IoUringGeteventsArg, IoUringParams, KernelTimespec};
+use crate::errno::Errno;
+
+/// A raw file descriptor number (`c_int`), as the kernel and libc use it.
+pub type RawFd = libc::c_int;
+
+/// An owned file descriptor, closed on drop. The `no_std` counterpart of `std::os::fd::OwnedFd`.
+#[derive(Debug)]
+pub struct Fd(RawFd);
+
+impl Fd {
+    /// Takes ownership of `fd`.
+    ///
+    /// # Safety
+    /// `fd` must be an open file descriptor that nothing else closes: the returned `Fd` closes
+    /// it when dropped.
+    pub unsafe fn from_raw(fd: RawFd) -> Fd {
+        Fd(fd)
+    }
+
+    /// The descriptor number, still owned by `self`.
+    pub fn raw(&self) -> RawFd {
+        self.0
+    }
+
+    /// Gives up ownership without closing.
+    pub fn into_raw(self) -> RawFd {
+        let fd = self.0;
+        core::mem::forget(self);
+        fd
+    }
+}
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` is owned by this `Fd` (contract of `from_raw`) and closed only here.
+        // EINTR from close still releases the descriptor on Linux, so there is nothing to retry.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// Converts a `syscall(2)` return value into a result, reading `errno` on failure.
+fn check(ret: c_long) -> Result<c_long, Errno> {
+    if ret < 0 { Err(Errno::last()) } else { Ok(ret) }
+}
+
+/// `io_uring_setup(2)`: creates a ring; the kernel fills in `params` (sizes, offsets, features).
+pub(crate) fn io_uring_setup(entries: u32, params: &mut IoUringParams) -> Result<Fd, Errno> {
+    // SAFETY: `params` is a valid, writable `struct io_uring_params` (layout asserted in
+    // abi::uring) for the duration of the call.
+    let ret = check(unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_setup,
+            c_long::from(entries),
+            params as *mut IoUringParams,
+        )
+    })?;
+    // SAFETY: a successful io_uring_setup returns a new descriptor that we now own.
+    Ok(unsafe { Fd::from_raw(ret as RawFd) })
+}
+
+/// `io_uring_enter(2)` without an argument: submits `to_submit` entries and, with
+/// `IORING_ENTER_GETEVENTS`, waits for `min_complete` completions. Returns the number submitted.
+pub(crate) fn io_uring_enter(
+    fd: RawFd,
+    to_submit: u32,
+    min_complete: u32,
+    flags: u32,
+) -> Result<u32, Errno> {
+    // SAFETY: no pointer argument is passed (arg NULL, size 0); the kernel validates the rest.
+    let ret = check(unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_enter,
+            c_long::from(fd),
+            c_long::from(to_submit),
+            c_long::from(min_complete),
+            c_long::from(flags),
+            core::ptr::null::<c_void>(),
+            0usize,
+        )
+    })?;
+    Ok(ret as u32)
+}
+
+/// `io_uring_enter(2)` with `IORING_ENTER_EXT_ARG`: as [`io_uring_enter`], but the wait for
+/// completions is bounded by `timeout` (the kernel returns `ETIME` when it expires).
+pub(crate) fn io_uring_enter_timeout(
+    fd: RawFd,
+    to_submit: u32,
+    min_complete: u32,
+    flags: u32,
+    timeout: Duration,
+) -> Result<u32, Errno> {
+    let ts = KernelTimespec {
+        tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(timeout.subsec_nanos()),
+    };
+    let arg = IoUringGeteventsArg {
+        sigmask: 0,
+        sigmask_sz: 0,
+        min_wait_usec: 0,
+        ts: &ts as *const KernelTimespec as u64,
+    };
+    let flags = flags | crate::abi::uring::IORING_ENTER_EXT_ARG;
+    // SAFETY: `arg` and the timespec it points to live on this stack frame for the whole call;
+    // the size passed is that of `struct io_uring_getevents_arg` (asserted in abi::uring).
+    let ret = check(unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_enter,
+            c_long::from(fd),
+            c_long::from(to_submit),
+            c_long::from(min_complete),
+            c_long::from(flags),
+            &arg as *const IoUringGeteventsArg,
+            core::mem::size_of::<IoUringGeteventsArg>(),
+        )
+    })?;
+    Ok(ret as u32)
+}
+
+/// `io_uring_register(2)`.
+///
+/// # Safety
+/// `arg` must point to what `opcode` expects (e.g. an array of `nr_args` file descriptors for
+/// `IORING_REGISTER_FILES`), valid for the duration of the call.
+pub(crate) unsafe fn io_uring_register(
+    fd: RawFd,
+    opcode: u32,
+    arg: *const c_void,
+    nr_args: u32,
+) -> Result<u32, Errno> {
+    // SAFETY: the caller guarantees `arg` matches `opcode` and `nr_args`.
+    let ret = check(unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            c_long::from(fd),
+            c_long::from(opcode),
+            arg,
+            c_long::from(nr_args),
+        )
+    })?;
+    Ok(ret as u32)
+}
+
+/// A memory mapping owned by this process, unmapped on drop.
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a `Mapping` owns its pages exclusively and has no thread affinity: the kernel does
+// not care which thread touches or unmaps them. Through `&Mapping` only the address and length
+// can be read; writing through the address needs `unsafe` and its own justification.
+unsafe impl Send for Mapping {}
+// SAFETY: see `Send`: shared references expose nothing but two integers.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes of `fd` at `offset`, shared with the kernel (`MAP_SHARED | MAP_POPULATE`).
+    pub(crate) fn shared(
+        fd: RawFd,
+        len: usize,
+        offset: u64,
+        prot: libc::c_int,
+    ) -> Result<Mapping, Errno> {
+        let offset = libc::off_t::try_from(offset).map_err(|_| Errno::EOVERFLOW)?;
+        Self::map(fd, len, offset, prot, libc::MAP_SHARED | libc::MAP_POPULATE)
+    }
+
+    /// Maps `len` bytes of zeroed, private anonymous memory, readable and writable.
+    pub fn anonymous(len: usize) -> Result<Mapping, Errno> {
+        Self::map(
+            -1,
+            len,
+            0,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        )
+    }
+
+    fn map(
+        fd: RawFd,
+        len: usize,
+        offset: libc::off_t,
+        prot: libc::c_int,
+        flags: libc::c_int,
+    ) -> Result<Mapping, Errno> {
+        if len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        // SAFETY: a fresh mapping at an address the kernel chooses (NULL hint) cannot alias any
+        // memory Rust already owns; all arguments are plain values.
+        let ptr = unsafe { libc::mmap(core::ptr::null_mut(), len, prot, flags, fd, offset) };
+        if ptr == libc::MAP_FAILED {
+            return Err(Errno::last());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(Errno::EFAULT)?;
+        Ok(Mapping { ptr, len })
+    }
+
+    /// The start of the mapping.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: empty mappings cannot be created.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` describe a mapping created by `Mapping::map` and owned by `self`;
+        // nothing borrows it past `self`'s lifetime (borrows are tied to `&self`).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The system page size in bytes.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size)
+        .ok()
+        .filter(|&s| s > 0)
+        .unwrap_or(4096)
+}
+
+/// Time since an arbitrary fixed point (`CLOCK_MONOTONIC`), for deadlines.
+pub(crate) fn monotonic_now() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// The calling process's id, as START_DEV and END_USER_RECOVERY want it.
+pub fn getpid() -> i32 {
+    // SAFETY: getpid has no preconditions and cannot fail.
+    unsafe { libc::getpid() }
+}
