@@ -1,0 +1,171 @@
+//! Building SQEs: one constructor per operation this crate issues.
+//!
+//! Constructors are safe: they only describe an operation. Handing one to the kernel is
+//! [`Ring::push`](super::Ring::push), which is where the buffer-lifetime contract lives.
+
+use crate::abi::Pod;
+use crate::abi::uring::{
+    IORING_FSYNC_DATASYNC, IORING_OP_FALLOCATE, IORING_OP_FSYNC, IORING_OP_NOP, IORING_OP_READ,
+    IORING_OP_URING_CMD, IORING_OP_WRITE, IOSQE_FIXED_FILE, Sqe, SqeLayout,
+};
+use crate::sys::RawFd;
+
+/// The file an operation targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A plain file descriptor.
+    Fd(RawFd),
+    /// An index into the ring's registered files ([`Ring::register_files`](super::Ring::register_files)).
+    Fixed(u32),
+}
+
+/// `cmd_op` lives in the first four bytes of the SQE's `off` field (a union in C); building
+/// the u64 from bytes puts it there whatever the byte order.
+fn cmd_op_in_off(cmd_op: u32) -> u64 {
+    let b = cmd_op.to_ne_bytes();
+    u64::from_ne_bytes([b[0], b[1], b[2], b[3], 0, 0, 0, 0])
+}
+
+impl<const CMD: usize> Sqe<CMD>
+where
+    Sqe<CMD>: SqeLayout,
+{
+    fn base(opcode: u8, target: Option<Target>, user_data: u64) -> Self {
+        let mut sqe = <Self as Pod>::zeroed();
+        sqe.opcode = opcode;
+        sqe.user_data = user_data;
+        match target {
+            Some(Target::Fd(fd)) => sqe.fd = fd,
+            Some(Target::Fixed(index)) => {
+                sqe.fd = index as i32;
+                sqe.flags |= IOSQE_FIXED_FILE;
+            }
+            None => sqe.fd = -1,
+        }
+        sqe
+    }
+
+    /// `IORING_OP_NOP`: completes with result 0.
+    pub fn nop(user_data: u64) -> Self {
+        Self::base(IORING_OP_NOP, None, user_data)
+    }
+
+    /// `IORING_OP_READ`: reads `len` bytes at file `offset` into `buf`.
+    pub fn read(target: Target, buf: *mut u8, len: u32, offset: u64, user_data: u64) -> Self {
+        let mut sqe = Self::base(IORING_OP_READ, Some(target), user_data);
+        sqe.addr = buf as u64;
+        sqe.len = len;
+        sqe.off = offset;
+        sqe
+    }
+
+    /// `IORING_OP_WRITE`: writes `len` bytes from `buf` at file `offset`.
+    pub fn write(target: Target, buf: *const u8, len: u32, offset: u64, user_data: u64) -> Self {
+        let mut sqe = Self::base(IORING_OP_WRITE, Some(target), user_data);
+        sqe.addr = buf as u64;
+        sqe.len = len;
+        sqe.off = offset;
+        sqe
+    }
+
+    /// `IORING_OP_FSYNC`: `fsync`, or `fdatasync` when `datasync`.
+    pub fn fsync(target: Target, datasync: bool, user_data: u64) -> Self {
+        let mut sqe = Self::base(IORING_OP_FSYNC, Some(target), user_data);
+        if datasync {
+            sqe.op_flags = IORING_FSYNC_DATASYNC;
+        }
+        sqe
+    }
+
+    /// `IORING_OP_FALLOCATE`: `fallocate(fd, mode, offset, len)` (`FALLOC_FL_*` in `mode`).
+    pub fn fallocate(target: Target, mode: i32, offset: u64, len: u64, user_data: u64) -> Self {
+        let mut sqe = Self::base(IORING_OP_FALLOCATE, Some(target), user_data);
+        // The kernel's layout for fallocate: length in `addr`, mode in `len`.
+        sqe.addr = len;
+        sqe.len = mode as u32;
+        sqe.off = offset;
+        sqe
+    }
+
+    /// `IORING_OP_URING_CMD`: the driver command `cmd_op` with `payload` in the command area.
+    /// A payload larger than the area does not compile.
+    pub fn uring_cmd<T: Pod>(target: Target, cmd_op: u32, payload: &T, user_data: u64) -> Self {
+        const {
+            assert!(
+                core::mem::size_of::<T>() <= CMD,
+                "payload does not fit the SQE's command area"
+            )
+        };
+        let mut sqe = Self::base(IORING_OP_URING_CMD, Some(target), user_data);
+        sqe.off = cmd_op_in_off(cmd_op);
+        let bytes = payload.as_bytes();
+        sqe.cmd[..bytes.len()].copy_from_slice(bytes);
+        sqe
+    }
+
+    /// The URING_CMD opcode this SQE carries.
+    pub fn cmd_op(&self) -> u32 {
+        let b = self.off.to_ne_bytes();
+        u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
+    }
+
+    /// The URING_CMD payload, read back as `T`.
+    pub fn cmd_payload<T: Pod>(&self) -> Option<T> {
+        T::read_from(&self.cmd)
+    }
+
+    /// With `IOSQE_*` flags added.
+    pub fn with_flags(mut self, flags: u8) -> Self {
+        self.flags |= flags;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::ctrl::{UBLK_U_CMD_ADD_DEV, UblksrvCtrlCmd};
+    use crate::abi::io::{UBLK_U_IO_FETCH_REQ, UblksrvIoCmd};
+    use crate::abi::uring::{Sqe64, Sqe128};
+
+    #[test]
+    fn uring_cmd_puts_op_and_payload_where_the_kernel_reads_them() {
+        let hdr = UblksrvCtrlCmd {
+            dev_id: 3,
+            queue_id: u16::MAX,
+            len: 64,
+            addr: 0x1000,
+            ..Default::default()
+        };
+        let sqe = Sqe128::uring_cmd(Target::Fd(7), UBLK_U_CMD_ADD_DEV, &hdr, 42);
+        assert_eq!(sqe.opcode, IORING_OP_URING_CMD);
+        assert_eq!(sqe.fd, 7);
+        assert_eq!(sqe.user_data, 42);
+        assert_eq!(sqe.cmd_op(), UBLK_U_CMD_ADD_DEV);
+        // Byte 8 of the SQE is where the kernel's `cmd_op` starts.
+        assert_eq!(&sqe.as_bytes()[8..12], &UBLK_U_CMD_ADD_DEV.to_ne_bytes());
+        // The payload starts at byte 48: the header's `sqe->cmd`.
+        assert_eq!(&sqe.as_bytes()[48..80], hdr.as_bytes());
+        assert_eq!(sqe.cmd_payload::<UblksrvCtrlCmd>(), Some(hdr));
+    }
+
+    #[test]
+    fn io_cmd_fits_a_64_byte_sqe() {
+        let cmd = UblksrvIoCmd {
+            q_id: 1,
+            tag: 9,
+            result: 0,
+            addr: 0xdead_0000,
+        };
+        let sqe = Sqe64::uring_cmd(Target::Fixed(0), UBLK_U_IO_FETCH_REQ, &cmd, 9);
+        assert_eq!(sqe.flags & IOSQE_FIXED_FILE, IOSQE_FIXED_FILE);
+        assert_eq!(sqe.fd, 0);
+        assert_eq!(&sqe.as_bytes()[48..64], cmd.as_bytes());
+    }
+
+    #[test]
+    fn fallocate_uses_the_kernels_field_layout() {
+        let sqe = Sqe64::fallocate(Target::Fd(3), 0x03, 4096, 8192, 1);
+        assert_eq!((sqe.off, sqe.addr, sqe.len), (4096, 8192, 3));
+    }
+}
