@@ -1,0 +1,650 @@
+//! Control commands over `/dev/ublk-control`: encoding, submission and bounded completion.
+//!
+//! Each command is one `URING_CMD` on a small ring of 128-byte SQEs. Every wait is bounded by a
+//! timeout, because kernels exist where a command (ADD_DEV, or START_DEV without queues) never
+//! completes; a timeout or a kernel errno becomes a [`CtrlError`] that names the command.
+//!
+//! Commands that take a buffer (device info, parameters, CPU masks) use a page owned by the
+//! `Control`, never the caller's memory: a command that timed out may still be running in the
+//! kernel and write its answer later. After a timeout that page is abandoned (left mapped and
+//! never reused) and a fresh one takes its place, so a late write cannot land in memory that
+//! means something else. Late completions are recognised by their `user_data` and discarded.
+
+use core::fmt;
+use core::time::Duration;
+
+use crate::abi::ctrl::{UBLK_CTRL_NO_QUEUE, UBLK_DEV_ID_ANY};
+use crate::abi::features::UBLK_FEATURES_LEN;
+use crate::abi::uring::{Cqe32, Sqe128};
+use crate::abi::{
+    CtrlCmd, Features, OpEncoding, Pod, UblkParams, UblksrvCtrlCmd, UblksrvCtrlDevInfo,
+};
+use crate::errno::Errno;
+use crate::ring::{Ring, RingError, Target};
+use crate::sys::{self, Fd, Mapping};
+
+/// How long a control command may take unless told otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a control command failed: which command, for which device, and what happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtrlError {
+    /// The command.
+    pub cmd: CtrlCmd,
+    /// The device it addressed (`None` for GET_FEATURES and ADD_DEV with any id).
+    pub dev_id: Option<u32>,
+    /// What went wrong.
+    pub kind: CtrlErrorKind,
+}
+
+/// What went wrong with a control command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtrlErrorKind {
+    /// The kernel completed it with this error.
+    Kernel(Errno),
+    /// No completion within this long; the kernel may still complete it later.
+    TimedOut(Duration),
+    /// The ring failed (setup, submission, or the command buffer could not be mapped).
+    Ring(RingError),
+}
+
+impl CtrlError {
+    /// The kernel's errno, if the kernel answered with one.
+    pub fn errno(&self) -> Option<Errno> {
+        match self.kind {
+            CtrlErrorKind::Kernel(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// True if the command did not complete in time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.kind, CtrlErrorKind::TimedOut(_))
+    }
+
+    /// What `errno` means for this particular command, when that says more than the errno's
+    /// generic description.
+    pub fn hint(&self) -> Option<&'static str> {
+        let CtrlErrorKind::Kernel(e) = self.kind else {
+            return None;
+        };
+        use CtrlCmd::*;
+        Some(match (self.cmd, e) {
+            (_, Errno::EPERM) => "needs CAP_SYS_ADMIN",
+            (AddDev, Errno::EEXIST) => "device id in use",
+            (AddDev, Errno::EINVAL) => {
+                "the kernel rejected the device settings (queues, depth, id or flags)"
+            }
+            (UpdateSize | QuiesceDev | TryStopDev, Errno::ENODEV) => "device not started",
+            (_, Errno::ENODEV) => "no such device",
+            (SetParams, Errno::EINVAL) => "the kernel rejected the parameters",
+            (SetParams, Errno::EACCES) => "parameters can only change before START_DEV",
+            (StartDev, Errno::EINVAL) => "no basic parameters set, or bad server pid",
+            (StartDev, Errno::EEXIST) => "device already started",
+            (StartDev | EndUserRecovery, Errno::EINTR) => {
+                "interrupted while waiting for the queues"
+            }
+            (StartUserRecovery | EndUserRecovery, Errno::EBUSY) => {
+                "the old server still holds the device, or it is not recoverable now"
+            }
+            (TryStopDev, Errno::EBUSY) => "the block device is open",
+            (QuiesceDev, Errno::EBUSY) => "I/O did not become idle in time",
+            (QuiesceDev, Errno::EOPNOTSUPP) => "the device was created without QUIESCE",
+            (GetQueueAffinity, Errno::EINVAL) => "no such queue",
+            (_, Errno::EOPNOTSUPP) => "not supported by this kernel",
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for CtrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.dev_id {
+            Some(id) => write!(f, "{} for device {id}: ", self.cmd)?,
+            None => write!(f, "{}: ", self.cmd)?,
+        }
+        match self.kind {
+            CtrlErrorKind::Kernel(e) => match (self.hint(), e.name()) {
+                (Some(hint), Some(name)) => write!(f, "{name} ({hint})"),
+                _ => write!(f, "{e}"),
+            },
+            CtrlErrorKind::TimedOut(t) => write!(
+                f,
+                "no answer within {}.{:03}s (the kernel may still complete it)",
+                t.as_secs(),
+                t.subsec_millis()
+            ),
+            CtrlErrorKind::Ring(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The CPUs whose I/O a queue serves (GET_QUEUE_AFFINITY): a kernel cpumask of up to
+/// [`CpuMask::MAX_CPUS`] CPUs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct CpuMask {
+    words: [u64; CpuMask::WORDS],
+}
+
+impl CpuMask {
+    const WORDS: usize = 128;
+    /// The most CPUs a mask can describe (Linux's largest `NR_CPUS`).
+    pub const MAX_CPUS: usize = Self::WORDS * 64;
+
+    /// True if `cpu` is in the mask.
+    pub fn contains(&self, cpu: usize) -> bool {
+        self.words
+            .get(cpu / 64)
+            .is_some_and(|w| w & (1 << (cpu % 64)) != 0)
+    }
+
+    /// The CPUs in the mask, ascending.
+    pub fn cpus(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..Self::MAX_CPUS).filter(move |&cpu| self.contains(cpu))
+    }
+
+    /// How many CPUs are in the mask.
+    pub fn count(&self) -> usize {
+        self.words.iter().map(|w| w.count_ones() as usize).sum()
+    }
+}
+
+impl fmt::Debug for CpuMask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.cpus()).finish()
+    }
+}
+
+/// `/dev/ublkc<id>` with its NUL, built without allocating: GET_DEV_INFO2 wants it.
+struct CharDevPath {
+    bytes: [u8; 24],
+    len: usize,
+}
+
+impl CharDevPath {
+    fn new(id: u32) -> CharDevPath {
+        const PREFIX: &[u8] = b"/dev/ublkc";
+        let mut bytes = [0u8; 24];
+        bytes[..PREFIX.len()].copy_from_slice(PREFIX);
+        let mut digits = [0u8; 10];
+        let mut n = id;
+        let mut count = 0;
+        loop {
+            digits[count] = b'0' + (n % 10) as u8;
+            count += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for i in 0..count {
+            bytes[PREFIX.len() + i] = digits[count - 1 - i];
+        }
+        // The array is zeroed, so the NUL is already in place; count it.
+        CharDevPath {
+            bytes,
+            len: PREFIX.len() + count + 1,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// A connection to the ublk driver's control device.
+///
+/// Owns the `/dev/ublk-control` descriptor (opening it is the caller's job), a small ring of
+/// 128-byte SQEs, and one page for command buffers. Commands take `&mut self`: one at a time.
+#[derive(Debug)]
+pub struct Control {
+    ring: Ring<Sqe128, Cqe32>,
+    scratch: Mapping,
+    ctrl: Fd,
+    encoding: OpEncoding,
+    driver_features: Option<Features>,
+    next_user_data: u64,
+    timeout: Duration,
+}
+
+/// Where a command's buffer goes in the scratch page, and how it comes back.
+enum Buffer<'a> {
+    /// No buffer.
+    None,
+    /// Send these bytes; the kernel may write back over them.
+    InOut(&'a mut [u8]),
+    /// `prefix` (a device path) then `out`, which the kernel fills.
+    PathThen { prefix: &'a [u8], out: &'a mut [u8] },
+}
+
+impl Control {
+    /// Takes over an open `/dev/ublk-control` descriptor and asks the driver which features it
+    /// has, to choose the command encoding (ioctl-encoded where supported, legacy otherwise).
+    pub fn new(ctrl: Fd) -> Result<Control, CtrlError> {
+        let setup_err = |e| CtrlError {
+            cmd: CtrlCmd::GetFeatures,
+            dev_id: None,
+            kind: CtrlErrorKind::Ring(e),
+        };
+        let ring = Ring::new(4).map_err(setup_err)?;
+        let scratch =
+            Mapping::anonymous(sys::page_size()).map_err(|e| setup_err(RingError::Map(e)))?;
+        let mut control = Control {
+            ring,
+            scratch,
+            ctrl,
+            encoding: OpEncoding::Ioctl,
+            driver_features: None,
+            next_user_data: 1,
+            timeout: DEFAULT_TIMEOUT,
+        };
+        match control.get_features() {
+            Ok(features) => {
+                control.driver_features = Some(features);
+                if !features.contains(Features::CMD_IOCTL_ENCODE) {
+                    control.encoding = OpEncoding::Legacy;
+                }
+            }
+            // Kernels before GET_FEATURES (6.5) refuse the command itself; they speak legacy.
+            Err(e) if matches!(e.errno(), Some(Errno::EOPNOTSUPP | Errno::EINVAL)) => {
+                control.encoding = OpEncoding::Legacy;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(control)
+    }
+
+    /// The encoding commands are sent with.
+    pub fn encoding(&self) -> OpEncoding {
+        self.encoding
+    }
+
+    /// The driver's features as read when this `Control` was created (`None` on kernels
+    /// without GET_FEATURES).
+    pub fn driver_features(&self) -> Option<Features> {
+        self.driver_features
+    }
+
+    /// The time each command may take before it fails with [`CtrlErrorKind::TimedOut`].
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sets the per-command timeout.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Leaves the current scratch page to a command that may still write it, and maps a new
+    /// one. If mapping fails the old page stays (the next buffer command then reports it).
+    fn abandon_scratch(&mut self) -> Result<(), RingError> {
+        let fresh = Mapping::anonymous(sys::page_size()).map_err(RingError::Map)?;
+        let old = core::mem::replace(&mut self.scratch, fresh);
+        // Deliberately leaked: the kernel may still write this page.
+        core::mem::forget(old);
+        Ok(())
+    }
+
+    /// Copies `parts` one after another to the start of the scratch page; returns their total
+    /// length, which must fit the page and the command's 16-bit `len`.
+    fn scratch_fill(&mut self, parts: &[&[u8]]) -> Result<u16, Errno> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total > self.scratch.len() {
+            return Err(Errno::E2BIG);
+        }
+        let len = u16::try_from(total).map_err(|_| Errno::E2BIG)?;
+        let mut at = 0;
+        for part in parts {
+            // SAFETY: `at + part.len() <= total <= scratch.len()`, so the copy stays inside the
+            // page, which is mapped and owned by `self`; no command is in flight with it (the
+            // page of a command that timed out was abandoned), and `part` cannot overlap it.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    part.as_ptr(),
+                    self.scratch.as_ptr().add(at),
+                    part.len(),
+                )
+            };
+            at += part.len();
+        }
+        Ok(len)
+    }
+
+    /// Copies what the kernel wrote at `offset` of the scratch page into `dst`.
+    fn scratch_read(&self, offset: usize, dst: &mut [u8]) {
+        // Only reached with offsets and lengths that `scratch_fill` accepted for this command.
+        if offset + dst.len() > self.scratch.len() {
+            return;
+        }
+        // SAFETY: in bounds (checked above) of the live page owned by `self`; the command that
+        // wrote it has completed (its CQE was reaped with Acquire ordering), so nothing writes
+        // the page concurrently; `dst` is caller memory, disjoint from the mapping.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                self.scratch.as_ptr().add(offset),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
+        };
+    }
+
+    /// Sends one command and waits for its completion, at most `timeout`.
+    fn execute(
+        &mut self,
+        cmd: CtrlCmd,
+        dev_id: Option<u32>,
+        mut header: UblksrvCtrlCmd,
+        buffer: Buffer<'_>,
+        timeout: Duration,
+    ) -> Result<i32, CtrlError> {
+        let fail = |kind| CtrlError { cmd, dev_id, kind };
+        header.dev_id = dev_id.unwrap_or(UBLK_DEV_ID_ANY);
+
+        // (offset in the scratch page, destination) of what the kernel writes back.
+        let mut out: Option<(usize, &mut [u8])> = None;
+        match buffer {
+            Buffer::None => {}
+            Buffer::InOut(bytes) => {
+                header.len = self
+                    .scratch_fill(&[bytes])
+                    .map_err(|e| fail(CtrlErrorKind::Kernel(e)))?;
+                header.addr = self.scratch.as_ptr() as u64;
+                out = Some((0, bytes));
+            }
+            Buffer::PathThen { prefix, out: bytes } => {
+                bytes.fill(0);
+                header.len = self
+                    .scratch_fill(&[prefix, bytes])
+                    .map_err(|e| fail(CtrlErrorKind::Kernel(e)))?;
+                header.addr = self.scratch.as_ptr() as u64;
+                header.dev_path_len = prefix.len() as u16;
+                out = Some((prefix.len(), bytes));
+            }
+        }
+
+        let user_data = self.next_user_data;
+        self.next_user_data = self.next_user_data.wrapping_add(1);
+        let sqe = Sqe128::uring_cmd(
+            Target::Fd(self.ctrl.raw()),
+            cmd.opcode(self.encoding),
+            &header,
+            user_data,
+        );
+        // SAFETY: the only memory the command points at is the scratch page (`header.addr`),
+        // which stays mapped until the completion is reaped below, or, if it is not reaped in
+        // time, forever (`abandon_scratch` leaks it rather than unmapping or reusing it).
+        unsafe { self.ring.push(&sqe) }.map_err(|e| fail(CtrlErrorKind::Ring(e)))?;
+
+        let deadline = sys::monotonic_now().saturating_add(timeout);
+        let res = loop {
+            // Completions of earlier, timed-out commands carry other user_data: drop them.
+            if let Some(cqe) = self.ring.completions().find(|c| c.user_data == user_data) {
+                break cqe.res;
+            }
+            let left = deadline.saturating_sub(sys::monotonic_now());
+            let waited = if left.is_zero() {
+                Err(RingError::TimedOut)
+            } else {
+                self.ring.submit_and_wait_timeout(1, left)
+            };
+            match waited {
+                Ok(_) => continue,
+                Err(e) => {
+                    if let Some(cqe) = self.ring.completions().find(|c| c.user_data == user_data) {
+                        break cqe.res;
+                    }
+                    let kind = match e {
+                        RingError::TimedOut => CtrlErrorKind::TimedOut(timeout),
+                        e => CtrlErrorKind::Ring(e),
+                    };
+                    // The command is (or may be) still in the kernel with our page.
+                    let _ = self.abandon_scratch();
+                    return Err(fail(kind));
+                }
+            }
+        };
+        if let Some((offset, dst)) = out {
+            self.scratch_read(offset, dst);
+        }
+        Errno::from_result(res)
+            .map(|_| res)
+            .map_err(|e| fail(CtrlErrorKind::Kernel(e)))
+    }
+
+    fn simple(&mut self, cmd: CtrlCmd, dev_id: u32, data: u64) -> Result<i32, CtrlError> {
+        let header = UblksrvCtrlCmd {
+            queue_id: UBLK_CTRL_NO_QUEUE,
+            data: [data],
+            ..Default::default()
+        };
+        self.execute(cmd, Some(dev_id), header, Buffer::None, self.timeout)
+    }
+
+    fn with_buffer<T: Pod>(
+        &mut self,
+        cmd: CtrlCmd,
+        dev_id: Option<u32>,
+        value: &mut T,
+    ) -> Result<i32, CtrlError> {
+        let header = UblksrvCtrlCmd {
+            queue_id: UBLK_CTRL_NO_QUEUE,
+            ..Default::default()
+        };
+        self.execute(
+            cmd,
+            dev_id,
+            header,
+            Buffer::InOut(value.as_bytes_mut()),
+            self.timeout,
+        )
+    }
+
+    /// GET_FEATURES: the `UBLK_F_*` bits the driver supports.
+    pub fn get_features(&mut self) -> Result<Features, CtrlError> {
+        let mut bits = 0u64;
+        const _: () = assert!(core::mem::size_of::<u64>() == UBLK_FEATURES_LEN as usize);
+        self.with_buffer(CtrlCmd::GetFeatures, None, &mut bits)?;
+        Ok(Features::from_bits_retain(bits))
+    }
+
+    /// ADD_DEV: creates `/dev/ublkc<id>` (`id`: `None` lets the driver choose). `info` says
+    /// what the server asks for (`nr_hw_queues`, `queue_depth`, `max_io_buf_bytes`, `flags`,
+    /// `ublksrv_flags`); the result is what the driver granted, with the device's id.
+    pub fn add_dev(
+        &mut self,
+        id: Option<u32>,
+        info: &UblksrvCtrlDevInfo,
+    ) -> Result<UblksrvCtrlDevInfo, CtrlError> {
+        let mut info = *info;
+        // The driver insists that the info's id matches the header's.
+        info.dev_id = id.unwrap_or(UBLK_DEV_ID_ANY);
+        self.with_buffer(CtrlCmd::AddDev, id, &mut info)?;
+        Ok(info)
+    }
+
+    /// DEL_DEV: removes the device and waits until its id is free again. Close the device's
+    /// `/dev/ublkcN` descriptors first, or this waits for them (and times out).
+    pub fn del_dev(&mut self, id: u32) -> Result<(), CtrlError> {
+        self.simple(CtrlCmd::DelDev, id, 0).map(drop)
+    }
+
+    /// DEL_DEV_ASYNC: removes the device without waiting for its id to be released.
+    pub fn del_dev_async(&mut self, id: u32) -> Result<(), CtrlError> {
+        self.simple(CtrlCmd::DelDevAsync, id, 0).map(drop)
+    }
+
+    /// START_DEV: creates `/dev/ublkb<id>`, served by process `server_pid`. The driver waits
+    /// until every queue has fetched every tag, so queues must run (on other threads) first.
+    pub fn start_dev(&mut self, id: u32, server_pid: i32) -> Result<(), CtrlError> {
+        self.simple(CtrlCmd::StartDev, id, server_pid as u64)
+            .map(drop)
+    }
+
+    /// STOP_DEV: removes `/dev/ublkb<id>`; the queues' commands complete with ABORT.
+    pub fn stop_dev(&mut self, id: u32) -> Result<(), CtrlError> {
+        self.simple(CtrlCmd::StopDev, id, 0).map(drop)
+    }
+
+    /// TRY_STOP_DEV: as STOP_DEV, but fails with `EBUSY` while the block device is open.
+    pub fn try_stop_dev(&mut self, id: u32) -> Result<(), CtrlError> {
+        self.simple(CtrlCmd::TryStopDev, id, 0).map(drop)
+    }
+
+    /// SET_PARAMS: sets the device's parameters (before START_DEV). `params.len` is set here.
+    pub fn set_params(&mut self, id: u32, params: &UblkParams) -> Result<(), CtrlError> {
+        let mut params = *params;
+        params.len = UblkParams::SIZE;
+        self.with_buffer(CtrlCmd::SetParams, Some(id), &mut params)
+            .map(drop)
+    }
+
+    /// GET_PARAMS: the device's parameters, with its device numbers (`devt`) filled in.
+    pub fn get_params(&mut self, id: u32) -> Result<UblkParams, CtrlError> {
+        let mut params = UblkParams::new();
+        self.with_buffer(CtrlCmd::GetParams, Some(id), &mut params)?;
+        Ok(params)
+    }
+
+    /// GET_DEV_INFO: the device's info and state.
+    pub fn get_dev_info(&mut self, id: u32) -> Result<UblksrvCtrlDevInfo, CtrlError> {
+        let mut info = UblksrvCtrlDevInfo::default();
+        self.with_buffer(CtrlCmd::GetDevInfo, Some(id), &mut info)?;
+        Ok(info)
+    }
+
+    /// GET_DEV_INFO2: as GET_DEV_INFO, passing the char device path `/dev/ublkc<id>` the driver
+    /// checks permissions against (it must exist there).
+    pub fn get_dev_info2(&mut self, id: u32) -> Result<UblksrvCtrlDevInfo, CtrlError> {
+        let path = CharDevPath::new(id);
+        let mut info = UblksrvCtrlDevInfo::default();
+        let header = UblksrvCtrlCmd {
+            queue_id: UBLK_CTRL_NO_QUEUE,
+            ..Default::default()
+        };
+        let buffer = Buffer::PathThen {
+            prefix: path.as_bytes(),
+            out: info.as_bytes_mut(),
+        };
+        self.execute(CtrlCmd::GetDevInfo2, Some(id), header, buffer, self.timeout)?;
+        Ok(info)
+    }
+
+    /// GET_QUEUE_AFFINITY: the CPUs whose I/O queue `queue` serves.
+    pub fn get_queue_affinity(&mut self, id: u32, queue: u16) -> Result<CpuMask, CtrlError> {
+        let mut mask = CpuMask {
+            words: [0; CpuMask::WORDS],
+        };
+        let header = UblksrvCtrlCmd {
+            queue_id: UBLK_CTRL_NO_QUEUE,
+            data: [u64::from(queue)],
+            ..Default::default()
+        };
+        self.execute(
+            CtrlCmd::GetQueueAffinity,
+            Some(id),
+            header,
+            Buffer::InOut(mask.words.as_bytes_mut()),
+            self.timeout,
+        )?;
+        Ok(mask)
+    }
+
+    /// START_USER_RECOVERY: a new server starts re-attaching to a quiesced (or FAIL_IO) device.
+    pub fn start_user_recovery(&mut self, id: u32) -> Result<(), CtrlError> {
+        self.simple(CtrlCmd::StartUserRecovery, id, 0).map(drop)
+    }
+
+    /// END_USER_RECOVERY: the new server `server_pid` has fetched every tag; the device goes
+    /// live again.
+    pub fn end_user_recovery(&mut self, id: u32, server_pid: i32) -> Result<(), CtrlError> {
+        self.simple(CtrlCmd::EndUserRecovery, id, server_pid as u64)
+            .map(drop)
+    }
+
+    /// UPDATE_SIZE: resizes a started device to `sectors` 512-byte sectors.
+    pub fn update_size(&mut self, id: u32, sectors: u64) -> Result<(), CtrlError> {
+        self.simple(CtrlCmd::UpdateSize, id, sectors).map(drop)
+    }
+
+    /// QUIESCE_DEV: quiesces a live device created with `QUIESCE`, waiting in the kernel up to
+    /// `kernel_wait` for in-flight I/O (zero would mean forever, so it is refused here with
+    /// `EINVAL`: every wait stays bounded). Our own wait is that plus the usual timeout.
+    pub fn quiesce_dev(&mut self, id: u32, kernel_wait: Duration) -> Result<(), CtrlError> {
+        let ms = u64::try_from(kernel_wait.as_millis()).unwrap_or(u64::MAX);
+        if ms == 0 {
+            return Err(CtrlError {
+                cmd: CtrlCmd::QuiesceDev,
+                dev_id: Some(id),
+                kind: CtrlErrorKind::Kernel(Errno::EINVAL),
+            });
+        }
+        let header = UblksrvCtrlCmd {
+            queue_id: UBLK_CTRL_NO_QUEUE,
+            data: [ms],
+            ..Default::default()
+        };
+        let timeout = self.timeout.saturating_add(kernel_wait);
+        self.execute(CtrlCmd::QuiesceDev, Some(id), header, Buffer::None, timeout)
+            .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn char_dev_path_has_digits_and_nul() {
+        assert_eq!(CharDevPath::new(0).as_bytes(), b"/dev/ublkc0\0");
+        assert_eq!(CharDevPath::new(1048575).as_bytes(), b"/dev/ublkc1048575\0");
+        assert_eq!(
+            CharDevPath::new(u32::MAX).as_bytes(),
+            b"/dev/ublkc4294967295\0"
+        );
+    }
+
+    #[test]
+    fn errors_name_command_device_and_cause() {
+        let e = CtrlError {
+            cmd: CtrlCmd::AddDev,
+            dev_id: Some(3),
+            kind: CtrlErrorKind::Kernel(Errno::EEXIST),
+        };
+        assert_eq!(
+            e.to_string(),
+            "ADD_DEV for device 3: EEXIST (device id in use)"
+        );
+        let e = CtrlError {
+            cmd: CtrlCmd::GetFeatures,
+            dev_id: None,
+            kind: CtrlErrorKind::Kernel(Errno::EFAULT),
+        };
+        assert_eq!(e.to_string(), "GET_FEATURES: EFAULT (bad address)");
+        let e = CtrlError {
+            cmd: CtrlCmd::StartDev,
+            dev_id: Some(0),
+            kind: CtrlErrorKind::TimedOut(Duration::from_millis(2500)),
+        };
+        assert_eq!(
+            e.to_string(),
+            "START_DEV for device 0: no answer within 2.500s (the kernel may still complete it)"
+        );
+        assert!(e.is_timeout());
+        assert_eq!(e.errno(), None);
+    }
+
+    #[test]
+    fn cpumask_reads_kernel_bit_order() {
+        let mut mask = CpuMask {
+            words: [0; CpuMask::WORDS],
+        };
+        mask.words[0] = 0b1010;
+        mask.words[1] = 1;
+        assert!(mask.contains(1) && mask.contains(3) && mask.contains(64));
+        assert!(!mask.contains(0) && !mask.contains(CpuMask::MAX_CPUS));
+        assert_eq!(mask.count(), 3);
+        assert_eq!(mask.cpus().collect::<std::vec::Vec<_>>(), [1, 3, 64]);
+    }
+}
