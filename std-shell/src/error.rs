@@ -1,0 +1,103 @@
+//! `ublk::Error`: one error type whose messages name the operation and the object.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use ublk_core::{CtrlError, RingError};
+
+/// Everything that can go wrong in this crate, with messages written for a human at a terminal.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// Opening the control device failed (driver not loaded, no permission, ...).
+    OpenControl {
+        /// The path tried.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A control command failed or timed out; the message names the command and device.
+    Command(CtrlError),
+    /// An io_uring operation failed.
+    Ring(RingError),
+    /// An argument was refused before anything was sent to the kernel.
+    InvalidArgument {
+        /// What was wrong (`"queue depth"`).
+        what: &'static str,
+        /// Why, with the value given (`"must be 1..=4096, got 0"`).
+        reason: String,
+    },
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The kernel's errno, when the kernel answered with one.
+    pub fn errno(&self) -> Option<ublk_core::Errno> {
+        match self {
+            Error::Command(e) => e.errno(),
+            Error::OpenControl { source, .. } => source.raw_os_error().map(ublk_core::Errno),
+            Error::Ring(
+                RingError::Setup(e)
+                | RingError::Enter(e)
+                | RingError::Register(e)
+                | RingError::Map(e),
+            ) => Some(*e),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn invalid(what: &'static str, reason: impl Into<String>) -> Error {
+        Error::InvalidArgument {
+            what,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::OpenControl { path, source } => {
+                let path = path.display();
+                match source.kind() {
+                    io::ErrorKind::NotFound => write!(
+                        f,
+                        "cannot open {path}: it does not exist; the ublk driver is not loaded (try: modprobe ublk_drv)"
+                    ),
+                    io::ErrorKind::PermissionDenied => write!(
+                        f,
+                        "cannot open {path}: permission denied (run as root, or grant access with a udev rule)"
+                    ),
+                    _ => write!(f, "cannot open {path}: {source}"),
+                }
+            }
+            Error::Command(e) => write!(f, "{e}"),
+            Error::Ring(e) => write!(f, "{e}"),
+            Error::InvalidArgument { what, reason } => write!(f, "invalid {what}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::OpenControl { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<CtrlError> for Error {
+    fn from(e: CtrlError) -> Error {
+        Error::Command(e)
+    }
+}
+
+impl From<RingError> for Error {
+    fn from(e: RingError) -> Error {
+        Error::Ring(e)
+    }
+}

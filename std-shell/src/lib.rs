@@ -1,0 +1,40 @@
+//! `ublk`: userspace block devices on Linux, served by Rust.
+//!
+//! Linux's ublk driver hands block I/O to a userspace server over io_uring. This crate is the
+//! `std` side of the project: it opens the control device, manages devices, and (in later
+//! layers) runs queues and backends. The kernel ABI, the io_uring and command encoding live in
+//! the `no_std` crate [`ublk_core`], re-exported here as [`sys`].
+//!
+//! ```no_run
+//! # fn main() -> ublk::Result<()> {
+//! let mut ctl = ublk::Controller::open()?; // needs root and `modprobe ublk_drv`
+//! for name in ctl.features()?.names() {
+//!     println!("kernel supports {name}");
+//! }
+//! let dev = ctl.add(&ublk::NewDevice { queues: 2, queue_depth: 64, ..Default::default() })?;
+//! println!("created {}", dev.char_dev_path().display());
+//! ctl.delete(dev.id())?;
+//! # Ok(())
+//! # }
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod control;
+mod error;
+mod features;
+
+pub use control::{Controller, DeviceInfo, NewDevice};
+pub use error::{Error, Result};
+pub use features::{BUILD_FEATURES, FeatureSupport, feature_report, features};
+pub use ublk_core as sys;
+pub use ublk_core::abi::{
+    Attrs, DevState, Features, ParamTypes, UblkParamBasic, UblkParamDiscard, UblkParams,
+};
+
+// A `Controller` can be handed to another thread (commands go one at a time through `&mut`).
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<Controller>();
+};
