@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Checks two properties of the build that no compiler error would catch:
+#  1. ublk-core is `no_std` and cannot allocate: it declares #![no_std], never links the
+#     `alloc` crate outside tests, and builds on its own (`cargo build -p ublk-core`);
+#  2. the workspace depends on libc and static_assertions only, dev-dependencies included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fail() { echo "check-policy: $*" >&2; exit 1; }
+
+grep -q '^#!\[no_std\]' core/src/lib.rs || fail "core/src/lib.rs lacks #![no_std]"
+# `extern crate alloc` or `alloc::` paths outside #[cfg(test)] modules would allow allocation.
+# Test modules live at the end of files after `#[cfg(test)]`; strip them before searching.
+for f in $(find core/src -name '*.rs'); do
+    if sed '/#\[cfg(test)\]/,$d' "$f" | grep -vE '^\s*//' \
+        | grep -nE 'extern crate (alloc|std)|\balloc::|\bstd::' >/dev/null; then
+        fail "$f uses alloc or std outside tests"
+    fi
+done
+cargo build -p ublk-core --quiet
+echo "ublk-core: no_std, no alloc, builds alone"
+
+# Every package in the resolved graph (all targets, all dependency kinds).
+allowed="libc static_assertions ublk ublk-core ublk-tests"
+packages=$(cargo tree --workspace --edges all --prefix none --format '{p}' \
+    | awk 'NF {print $1}' | sort -u)
+for p in $packages; do
+    case " $allowed " in
+        *" $p "*) ;;
+        *) fail "dependency '$p' is not allowed (only libc and static_assertions)";;
+    esac
+done
+echo "dependencies: $(echo "$packages" | tr '\n' ' ')"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Every test: the host tests (ABI, ring, parsing: `cargo test`), then the end-to-end suite in a
+# VM on the newest 7.x kernel and on the 6.12 LTS kernel. Exits non-zero if anything fails.
+# Arguments are passed to scripts/vm-test.sh (e.g. `-- add_dev` to filter the VM tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== host tests: cargo test --workspace"
+cargo test --workspace
+
+failed=()
+for kernel in 7 6.12; do
+    echo "== end-to-end tests in a VM: KERNEL=$kernel scripts/vm-test.sh $*"
+    KERNEL=$kernel scripts/vm-test.sh "$@" || failed+=("$kernel")
+    cp target/vm-test.log "target/vm-test-$kernel.log"
+done
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "test.sh: the end-to-end suite failed on kernel(s): ${failed[*]} (logs: target/vm-test-*.log)" >&2
+    exit 1
+fi
+echo "test.sh: all tests passed"

@@ -1,0 +1,12 @@
+//! End-to-end tests: they need the ublk driver (`/dev/ublk-control`) and root.
+//!
+//! `scripts/vm-test.sh` builds this binary statically and runs it in a VM whose kernel has
+//! `ublk_drv`; `scripts/vm-test.sh --host` runs it here if this machine has the driver. Under a
+//! plain `cargo test` on a machine without the driver every test is reported as ignored.
+
+mod control;
+mod harness;
+
+fn main() -> std::process::ExitCode {
+    harness::run(control::TESTS)
+}

@@ -1,0 +1,219 @@
+//! The io_uring against the host kernel: no ublk driver needed.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use ublk_core::abi::uring::{Cqe16, Cqe32, Sqe64, Sqe128};
+use ublk_core::{Errno, QueueRing, Ring, RingConfig, RingError, Target};
+
+fn nop_ring(entries: u32) -> QueueRing {
+    Ring::new(entries).expect("io_uring_setup (is io_uring enabled on this host?)")
+}
+
+#[test]
+fn nop_round_trip_returns_user_data_and_zero() {
+    let mut ring = nop_ring(8);
+    // SAFETY: a NOP points at no memory.
+    unsafe { ring.push(&Sqe64::nop(0xfeed_beef)) }.unwrap();
+    assert_eq!(ring.submit_and_wait(1).unwrap(), 1);
+    let cqe = ring.pop().expect("one completion");
+    assert_eq!(cqe.user_data, 0xfeed_beef);
+    assert_eq!(cqe.res, 0);
+    assert!(ring.pop().is_none());
+}
+
+#[test]
+fn wide_entries_work_too() {
+    let mut ring: Ring<Sqe128, Cqe32> = Ring::new(4).unwrap();
+    assert_eq!(ring.sq_entries(), 4);
+    for i in 0..4 {
+        // SAFETY: NOPs point at no memory.
+        unsafe { ring.push(&Sqe128::nop(i)) }.unwrap();
+    }
+    ring.submit_and_wait(4).unwrap();
+    let mut seen: Vec<u64> = ring.completions().map(|c| c.user_data).collect();
+    seen.sort();
+    assert_eq!(seen, [0, 1, 2, 3]);
+}
+
+fn temp_file_with(contents: &[u8]) -> (File, std::path::PathBuf) {
+    let path = std::env::temp_dir().join(format!(
+        "ublk-ring-test-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let mut f = File::create(&path).unwrap();
+    f.write_all(contents).unwrap();
+    f.sync_all().unwrap();
+    (File::open(&path).unwrap(), path)
+}
+
+#[test]
+fn reads_a_real_file_by_fd_and_by_registered_index() {
+    let contents: Vec<u8> = (0..8192u32).map(|i| (i * 7 % 251) as u8).collect();
+    let (file, path) = temp_file_with(&contents);
+    let mut ring = nop_ring(8);
+
+    let mut by_fd = vec![0u8; 4096];
+    let sqe = Sqe64::read(
+        Target::Fd(file.as_raw_fd()),
+        by_fd.as_mut_ptr(),
+        4096,
+        1000,
+        1,
+    );
+    // SAFETY: `by_fd` outlives the read: we wait for its completion before touching it.
+    unsafe { ring.push(&sqe) }.unwrap();
+    ring.submit_and_wait(1).unwrap();
+    let cqe = ring.pop().unwrap();
+    assert_eq!((cqe.user_data, cqe.res), (1, 4096));
+    assert_eq!(by_fd, contents[1000..5096]);
+
+    ring.register_files(&[file.as_raw_fd()]).unwrap();
+    let mut by_index = vec![0u8; 8192];
+    let sqe = Sqe64::read(Target::Fixed(0), by_index.as_mut_ptr(), 8192, 0, 2);
+    // SAFETY: as above.
+    unsafe { ring.push(&sqe) }.unwrap();
+    ring.submit_and_wait(1).unwrap();
+    let cqe = ring.pop().unwrap();
+    assert_eq!((cqe.user_data, cqe.res), (2, 8192));
+    assert_eq!(by_index, contents);
+
+    // A short read at the end of the file reports what it got; past the end, zero.
+    let mut tail = vec![0u8; 100];
+    let sqe = Sqe64::read(Target::Fixed(0), tail.as_mut_ptr(), 100, 8150, 3);
+    // SAFETY: as above.
+    unsafe { ring.push(&sqe) }.unwrap();
+    ring.submit_and_wait(1).unwrap();
+    assert_eq!(ring.pop().unwrap().res, 42);
+    ring.unregister_files().unwrap();
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn errors_come_back_as_negative_errno() {
+    let mut ring = nop_ring(4);
+    let mut buf = [0u8; 16];
+    // An fd that is certainly not open.
+    let sqe = Sqe64::read(Target::Fd(987_654), buf.as_mut_ptr(), 16, 0, 5);
+    // SAFETY: `buf` outlives the operation (we wait for it).
+    unsafe { ring.push(&sqe) }.unwrap();
+    ring.submit_and_wait(1).unwrap();
+    let cqe = ring.pop().unwrap();
+    assert_eq!(Errno::from_result(cqe.res), Err(Errno::EBADF));
+}
+
+#[test]
+fn full_submission_queue_is_an_error_not_an_overwrite() {
+    let mut ring = nop_ring(4);
+    let entries = ring.sq_entries();
+    for i in 0..entries {
+        // SAFETY: NOPs point at no memory.
+        unsafe { ring.push(&Sqe64::nop(u64::from(i))) }.unwrap();
+    }
+    assert_eq!(ring.sq_space(), 0);
+    // SAFETY: as above.
+    let refused = unsafe { ring.push(&Sqe64::nop(99)) };
+    assert_eq!(refused, Err(RingError::SqFull));
+    ring.submit_and_wait(entries).unwrap();
+    let mut seen: Vec<u64> = ring.completions().map(|c| c.user_data).collect();
+    seen.sort();
+    // Exactly the entries pushed before the refusal: 99 never reached the kernel.
+    assert_eq!(seen, (0..u64::from(entries)).collect::<Vec<_>>());
+    assert_eq!(ring.sq_space(), entries);
+}
+
+#[test]
+fn thousands_of_submissions_all_complete_once() {
+    let mut ring = nop_ring(64);
+    const TOTAL: u64 = 100_000;
+    let mut next = 0u64;
+    let mut seen = vec![false; TOTAL as usize];
+    let mut done = 0u64;
+    while done < TOTAL {
+        while next < TOTAL && ring.sq_space() > 0 {
+            // SAFETY: NOPs point at no memory.
+            unsafe { ring.push(&Sqe64::nop(next)) }.unwrap();
+            next += 1;
+        }
+        ring.submit_and_wait(1).unwrap();
+        for cqe in ring.completions() {
+            assert_eq!(cqe.res, 0);
+            let slot = &mut seen[cqe.user_data as usize];
+            assert!(!*slot, "completion {} delivered twice", cqe.user_data);
+            *slot = true;
+            done += 1;
+        }
+    }
+    assert!(seen.iter().all(|&s| s));
+    assert_eq!(ring.lost_completions(), 0);
+}
+
+#[test]
+fn completion_overflow_is_detected_and_nothing_is_lost() {
+    // A CQ of 4 entries and 16 completions in flight: 12 must wait in the kernel's backlog.
+    let mut ring: Ring<Sqe64, Cqe16> = Ring::with_config(RingConfig {
+        sq_entries: 4,
+        cq_entries: Some(4),
+        flags: 0,
+    })
+    .unwrap();
+    assert_eq!(ring.cq_entries(), 4);
+    for round in 0..4u64 {
+        for i in 0..4 {
+            // SAFETY: NOPs point at no memory.
+            unsafe { ring.push(&Sqe64::nop(round * 4 + i)) }.unwrap();
+        }
+        ring.submit().unwrap();
+    }
+    assert_eq!(ring.cq_ready(), 4);
+    assert!(
+        ring.cq_backlogged(),
+        "the kernel should report the CQ overflow"
+    );
+
+    let mut seen = Vec::new();
+    while seen.len() < 16 {
+        seen.extend(ring.completions().map(|c| c.user_data));
+        if seen.len() < 16 {
+            // Waiting flushes the backlog into the freed slots.
+            ring.submit_and_wait_timeout(1, Duration::from_secs(5))
+                .unwrap();
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, (0..16).collect::<Vec<_>>());
+    assert!(!ring.cq_backlogged());
+    assert_eq!(ring.lost_completions(), 0);
+}
+
+#[test]
+fn waits_are_bounded() {
+    let mut ring = nop_ring(4);
+    let start = Instant::now();
+    // Nothing in flight: waiting for one completion can only time out.
+    assert_eq!(
+        ring.submit_and_wait_timeout(1, Duration::from_millis(200)),
+        Err(RingError::TimedOut)
+    );
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(190),
+        "returned early after {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(5), "overslept: {waited:?}");
+}
+
+#[test]
+fn bad_sizes_are_typed_errors() {
+    assert_eq!(
+        Ring::<Sqe64, Cqe16>::new(0).err(),
+        Some(RingError::Setup(Errno::EINVAL))
+    );
+    assert_eq!(
+        Ring::<Sqe64, Cqe16>::new(1 << 20).err(),
+        Some(RingError::Setup(Errno::EINVAL))
+    );
+}
