@@ -38,8 +38,7 @@ EOF
 chmod +x "$payload/run.sh"
 
 if [ "$host" -eq 1 ]; then
-    [ "$(id -u)" -eq 0 ] || vm_die "--host needs root"
-    [ -e /dev/ublk-control ] || modprobe ublk_drv 2>/dev/null || true
+    vm_require_host_driver
     exec "$payload/run.sh"
 fi
 

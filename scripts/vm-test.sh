@@ -62,9 +62,7 @@ EOF
 chmod +x "$payload/run.sh"
 
 if [ "$host" -eq 1 ]; then
-    [ "$(id -u)" -eq 0 ] || vm_die "--host needs root (the tests create and delete ublk devices)"
-    [ -e /dev/ublk-control ] || modprobe ublk_drv 2>/dev/null || true
-    [ -e /dev/ublk-control ] || vm_die "--host: no /dev/ublk-control and 'modprobe ublk_drv' failed; run without --host to use a VM"
+    vm_require_host_driver
     "$payload/run.sh"
     exit $?
 fi

@@ -67,51 +67,38 @@ pub(crate) fn io_uring_setup(entries: u32, params: &mut IoUringParams) -> Result
     Ok(unsafe { Fd::from_raw(ret as RawFd) })
 }
 
-/// `io_uring_enter(2)` without an argument: submits `to_submit` entries and, with
-/// `IORING_ENTER_GETEVENTS`, waits for `min_complete` completions. Returns the number submitted.
+/// `io_uring_enter(2)`: submits `to_submit` entries and, with `IORING_ENTER_GETEVENTS`, waits
+/// for `min_complete` completions, for at most `timeout` if one is given (the kernel then
+/// returns `ETIME`; the timeout travels in an `IORING_ENTER_EXT_ARG` argument). Returns the
+/// number of entries submitted.
 pub(crate) fn io_uring_enter(
     fd: RawFd,
     to_submit: u32,
     min_complete: u32,
     flags: u32,
+    timeout: Option<Duration>,
 ) -> Result<u32, Errno> {
-    // SAFETY: no pointer argument is passed (arg NULL, size 0); the kernel validates the rest.
-    let ret = check(unsafe {
-        libc::syscall(
-            libc::SYS_io_uring_enter,
-            c_long::from(fd),
-            c_long::from(to_submit),
-            c_long::from(min_complete),
-            c_long::from(flags),
-            core::ptr::null::<c_void>(),
-            0usize,
-        )
-    })?;
-    Ok(ret as u32)
-}
-
-/// `io_uring_enter(2)` with `IORING_ENTER_EXT_ARG`: as [`io_uring_enter`], but the wait for
-/// completions is bounded by `timeout` (the kernel returns `ETIME` when it expires).
-pub(crate) fn io_uring_enter_timeout(
-    fd: RawFd,
-    to_submit: u32,
-    min_complete: u32,
-    flags: u32,
-    timeout: Duration,
-) -> Result<u32, Errno> {
-    let ts = KernelTimespec {
-        tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
-        tv_nsec: i64::from(timeout.subsec_nanos()),
-    };
-    let arg = IoUringGeteventsArg {
+    let ts = timeout.map(|t| KernelTimespec {
+        tv_sec: i64::try_from(t.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(t.subsec_nanos()),
+    });
+    let arg = ts.as_ref().map(|ts| IoUringGeteventsArg {
         sigmask: 0,
         sigmask_sz: 0,
         min_wait_usec: 0,
-        ts: &ts as *const KernelTimespec as u64,
+        ts: ts as *const KernelTimespec as u64,
+    });
+    let (flags, argp, argsz) = match &arg {
+        None => (flags, core::ptr::null(), 0),
+        Some(arg) => (
+            flags | crate::abi::uring::IORING_ENTER_EXT_ARG,
+            arg as *const IoUringGeteventsArg as *const c_void,
+            core::mem::size_of::<IoUringGeteventsArg>(),
+        ),
     };
-    let flags = flags | crate::abi::uring::IORING_ENTER_EXT_ARG;
-    // SAFETY: `arg` and the timespec it points to live on this stack frame for the whole call;
-    // the size passed is that of `struct io_uring_getevents_arg` (asserted in abi::uring).
+    // SAFETY: `argp` is NULL (size 0) or points to `arg`, a `struct io_uring_getevents_arg`
+    // (layout asserted in abi::uring) whose timespec `ts` lives, like `arg`, until the call
+    // returns.
     let ret = check(unsafe {
         libc::syscall(
             libc::SYS_io_uring_enter,
@@ -119,8 +106,8 @@ pub(crate) fn io_uring_enter_timeout(
             c_long::from(to_submit),
             c_long::from(min_complete),
             c_long::from(flags),
-            &arg as *const IoUringGeteventsArg,
-            core::mem::size_of::<IoUringGeteventsArg>(),
+            argp,
+            argsz,
         )
     })?;
     Ok(ret as u32)

@@ -102,6 +102,14 @@ for line in sys.stdin:
     done
 }
 
+# For --host runs: checks for root and loads ublk_drv if /dev/ublk-control is missing.
+vm_require_host_driver() {
+    [ "$(id -u)" -eq 0 ] || vm_die "--host needs root (it creates and deletes ublk devices)"
+    [ -e /dev/ublk-control ] || modprobe ublk_drv 2>/dev/null || true
+    [ -e /dev/ublk-control ] \
+        || vm_die "--host: no /dev/ublk-control and 'modprobe ublk_drv' failed; run without --host to use a VM"
+}
+
 # apt-get/apt-cache against ONE extra suite, through a private configuration under the cache.
 # The system's sources are never touched: adding trixie or backports there would upgrade the
 # machine's libc on the next install.

@@ -265,7 +265,7 @@ crate::abi_struct! {
     pub struct UblksrvCtrlDevInfo (size 64) {
         /// Number of hardware queues (the driver clamps it to the number of CPUs).
         pub nr_hw_queues: u16 = 0,
-        /// Tags per queue, 1..=[`UBLK_MAX_QUEUE_DEPTH`](crate::abi::UBLK_MAX_QUEUE_DEPTH).
+        /// Tags per queue, 1..=[`UBLK_MAX_QUEUE_DEPTH`](crate::abi::io::UBLK_MAX_QUEUE_DEPTH).
         pub queue_depth: u16 = 2,
         /// A `UBLK_S_DEV_*` state; see [`UblksrvCtrlDevInfo::dev_state`].
         pub state: u16 = 4,

@@ -381,12 +381,7 @@ impl<S: SqeLayout, C: CqeLayout> Ring<S, C> {
     ) -> Result<u32, RingError> {
         self.publish();
         let to_submit = self.sq_pending();
-        let result = match timeout {
-            None => sys::io_uring_enter(self.fd.raw(), to_submit, min_complete, flags),
-            Some(t) => {
-                sys::io_uring_enter_timeout(self.fd.raw(), to_submit, min_complete, flags, t)
-            }
-        };
+        let result = sys::io_uring_enter(self.fd.raw(), to_submit, min_complete, flags, timeout);
         let submitted = result.map_err(|e| match e {
             Errno::ETIME => RingError::TimedOut,
             e => RingError::Enter(e),

@@ -50,22 +50,23 @@ where
         Self::base(IORING_OP_NOP, None, user_data)
     }
 
-    /// `IORING_OP_READ`: reads `len` bytes at file `offset` into `buf`.
-    pub fn read(target: Target, buf: *mut u8, len: u32, offset: u64, user_data: u64) -> Self {
-        let mut sqe = Self::base(IORING_OP_READ, Some(target), user_data);
-        sqe.addr = buf as u64;
+    /// A read or write of `len` bytes at file `offset`, from or into `buf`.
+    fn rw(opcode: u8, target: Target, buf: u64, len: u32, offset: u64, user_data: u64) -> Self {
+        let mut sqe = Self::base(opcode, Some(target), user_data);
+        sqe.addr = buf;
         sqe.len = len;
         sqe.off = offset;
         sqe
     }
 
+    /// `IORING_OP_READ`: reads `len` bytes at file `offset` into `buf`.
+    pub fn read(target: Target, buf: *mut u8, len: u32, offset: u64, user_data: u64) -> Self {
+        Self::rw(IORING_OP_READ, target, buf as u64, len, offset, user_data)
+    }
+
     /// `IORING_OP_WRITE`: writes `len` bytes from `buf` at file `offset`.
     pub fn write(target: Target, buf: *const u8, len: u32, offset: u64, user_data: u64) -> Self {
-        let mut sqe = Self::base(IORING_OP_WRITE, Some(target), user_data);
-        sqe.addr = buf as u64;
-        sqe.len = len;
-        sqe.off = offset;
-        sqe
+        Self::rw(IORING_OP_WRITE, target, buf as u64, len, offset, user_data)
     }
 
     /// `IORING_OP_FSYNC`: `fsync`, or `fdatasync` when `datasync`.
