@@ -26,6 +26,9 @@ use crate::sys::{self, Fd, Mapping};
 /// How long a control command may take unless told otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a timed-out command may take to end once cancelled.
+const CANCEL_GRACE: Duration = Duration::from_secs(2);
+
 /// Why a control command failed: which command, for which device, and what happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CtrlError {
@@ -42,8 +45,14 @@ pub struct CtrlError {
 pub enum CtrlErrorKind {
     /// The kernel completed it with this error.
     Kernel(Errno),
-    /// No completion within this long; the kernel may still complete it later.
-    TimedOut(Duration),
+    /// No completion within `waited`. The command was then cancelled; `cancelled` says whether
+    /// it ended. If not, the kernel may still complete it later (its buffer is never reused).
+    TimedOut {
+        /// The timeout that passed.
+        waited: Duration,
+        /// The command ended after being cancelled.
+        cancelled: bool,
+    },
     /// The ring failed (setup, submission, or the command buffer could not be mapped).
     Ring(RingError),
 }
@@ -59,7 +68,7 @@ impl CtrlError {
 
     /// True if the command did not complete in time.
     pub fn is_timeout(&self) -> bool {
-        matches!(self.kind, CtrlErrorKind::TimedOut(_))
+        matches!(self.kind, CtrlErrorKind::TimedOut { .. })
     }
 
     /// What `errno` means for this particular command, when that says more than the errno's
@@ -108,12 +117,19 @@ impl fmt::Display for CtrlError {
                 (Some(hint), Some(name)) => write!(f, "{name} ({hint})"),
                 _ => write!(f, "{e}"),
             },
-            CtrlErrorKind::TimedOut(t) => write!(
-                f,
-                "no answer within {}.{:03}s (the kernel may still complete it)",
-                t.as_secs(),
-                t.subsec_millis()
-            ),
+            CtrlErrorKind::TimedOut { waited, cancelled } => {
+                write!(
+                    f,
+                    "no answer within {}.{:03}s ",
+                    waited.as_secs(),
+                    waited.subsec_millis()
+                )?;
+                f.write_str(if cancelled {
+                    "(cancelled)"
+                } else {
+                    "(cancelling failed: the kernel may still complete it)"
+                })
+            }
             CtrlErrorKind::Ring(e) => write!(f, "{e}"),
         }
     }
@@ -259,6 +275,13 @@ impl Control {
         self.encoding
     }
 
+    /// Overrides the encoding chosen from GET_FEATURES: to reach a kernel through its legacy
+    /// opcodes, or to test them. A kernel built without `CONFIG_BLKDEV_UBLK_LEGACY_OPCODES`
+    /// refuses legacy commands with `EOPNOTSUPP`.
+    pub fn set_encoding(&mut self, encoding: OpEncoding) {
+        self.encoding = encoding;
+    }
+
     /// The driver's features as read when this `Control` was created (`None` on kernels
     /// without GET_FEATURES).
     pub fn driver_features(&self) -> Option<Features> {
@@ -376,31 +399,21 @@ impl Control {
         unsafe { self.ring.push(&sqe) }.map_err(|e| fail(CtrlErrorKind::Ring(e)))?;
 
         let deadline = sys::monotonic_now().saturating_add(timeout);
-        let res = loop {
-            // Completions of earlier, timed-out commands carry other user_data: drop them.
-            if let Some(cqe) = self.ring.completions().find(|c| c.user_data == user_data) {
-                break cqe.res;
-            }
-            let left = deadline.saturating_sub(sys::monotonic_now());
-            let waited = if left.is_zero() {
-                Err(RingError::TimedOut)
-            } else {
-                self.ring.submit_and_wait_timeout(1, left)
-            };
-            match waited {
-                Ok(_) => continue,
-                Err(e) => {
-                    if let Some(cqe) = self.ring.completions().find(|c| c.user_data == user_data) {
-                        break cqe.res;
-                    }
-                    let kind = match e {
-                        RingError::TimedOut => CtrlErrorKind::TimedOut(timeout),
-                        e => CtrlErrorKind::Ring(e),
-                    };
-                    // The command is (or may be) still in the kernel with our page.
+        let res = match self.wait_for(user_data, deadline) {
+            Ok(res) => res,
+            Err(e) => {
+                let cancelled = self.cancel(user_data);
+                if !cancelled {
+                    // The command may still be in the kernel, with our page: leave it that page.
                     let _ = self.abandon_scratch();
-                    return Err(fail(kind));
                 }
+                return Err(fail(match e {
+                    RingError::TimedOut => CtrlErrorKind::TimedOut {
+                        waited: timeout,
+                        cancelled,
+                    },
+                    e => CtrlErrorKind::Ring(e),
+                }));
             }
         };
         if let Some((offset, dst)) = out {
@@ -409,6 +422,40 @@ impl Control {
         Errno::from_result(res)
             .map(|_| res)
             .map_err(|e| fail(CtrlErrorKind::Kernel(e)))
+    }
+
+    /// Waits until the completion of the command sent with `user_data` arrives, returning its
+    /// result, or until `deadline`. Completions of earlier commands that were given up on carry
+    /// other `user_data` and are dropped.
+    fn wait_for(&mut self, user_data: u64, deadline: Duration) -> Result<i32, RingError> {
+        loop {
+            if let Some(cqe) = self.ring.completions().find(|c| c.user_data == user_data) {
+                return Ok(cqe.res);
+            }
+            let left = deadline.saturating_sub(sys::monotonic_now());
+            if left.is_zero() {
+                return Err(RingError::TimedOut);
+            }
+            match self.ring.submit_and_wait_timeout(1, left) {
+                Ok(_) | Err(RingError::TimedOut) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Cancels a command that did not complete in time and waits briefly for it to end, so it
+    /// drops the references it holds in the kernel (a START_DEV left waiting for queues pins its
+    /// device: DEL_DEV would wait for it). The io-wq worker running the command is signalled,
+    /// which ends the driver's interruptible waits. True if the command has ended.
+    fn cancel(&mut self, user_data: u64) -> bool {
+        let cancel = Sqe128::cancel(user_data, self.next_user_data);
+        self.next_user_data = self.next_user_data.wrapping_add(1);
+        // SAFETY: a cancel request points at no memory.
+        if unsafe { self.ring.push(&cancel) }.is_err() {
+            return false;
+        }
+        let deadline = sys::monotonic_now().saturating_add(CANCEL_GRACE);
+        self.wait_for(user_data, deadline).is_ok()
     }
 
     fn simple(&mut self, cmd: CtrlCmd, dev_id: u32, data: u64) -> Result<i32, CtrlError> {
@@ -625,11 +672,14 @@ mod tests {
         let e = CtrlError {
             cmd: CtrlCmd::StartDev,
             dev_id: Some(0),
-            kind: CtrlErrorKind::TimedOut(Duration::from_millis(2500)),
+            kind: CtrlErrorKind::TimedOut {
+                waited: Duration::from_millis(2500),
+                cancelled: true,
+            },
         };
         assert_eq!(
             e.to_string(),
-            "START_DEV for device 0: no answer within 2.500s (the kernel may still complete it)"
+            "START_DEV for device 0: no answer within 2.500s (cancelled)"
         );
         assert!(e.is_timeout());
         assert_eq!(e.errno(), None);

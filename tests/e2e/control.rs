@@ -3,15 +3,13 @@
 use std::time::{Duration, Instant};
 
 use ublk::sys::abi::params::{UblkParamBasic, UblkParamDiscard};
-use ublk::sys::{Errno, UblksrvCtrlDevInfo};
+use ublk::sys::{Errno, OpEncoding, UblksrvCtrlDevInfo};
 use ublk::{Attrs, Controller, DevState, Error, Features, NewDevice, ParamTypes, UblkParams};
 use ublk_tests::{
     kernel_version, possible_cpus, sysfs_dev_numbers, ublk_char_device_ids, wait_for_path,
 };
 
-use crate::harness::Test;
-
-type TestResult = Result<(), Error>;
+use crate::harness::{Test, TestResult, skip};
 
 const NODE_WAIT: Duration = Duration::from_secs(5);
 
@@ -101,6 +99,11 @@ pub const TESTS: &[Test] = &[
         name: "control::quiesce_refused_without_the_flag",
         needs: Features::QUIESCE,
         run: quiesce_refused_without_the_flag,
+    },
+    Test {
+        name: "control::legacy_opcodes_work_where_the_kernel_has_them",
+        needs: Features::empty(),
+        run: legacy_opcodes_work_where_the_kernel_has_them,
     },
     Test {
         name: "control::start_dev_without_queues_times_out",
@@ -587,35 +590,52 @@ fn quiesce_refused_without_the_flag() -> TestResult {
 }
 
 fn start_dev_without_queues_times_out() -> TestResult {
-    let id = {
-        let mut ctl = ctl();
-        let dev = ctl.add(&small(None))?;
-        ctl.set_params(dev.id(), &UblkParams::new().with_basic(basic_params()))?;
-        // No queue ever fetches: the driver waits for them, and only our timeout ends the wait.
-        ctl.set_timeout(Duration::from_secs(2));
-        let t0 = Instant::now();
-        let err = ctl
-            .start(dev.id(), std::process::id() as i32)
-            .expect_err("START_DEV cannot complete");
-        let waited = t0.elapsed();
-        assert!(matches!(&err, Error::Command(e) if e.is_timeout()), "{err}");
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "START_DEV for device {}: no answer within 2.000s (the kernel may still complete it)",
-                dev.id()
-            )
-        );
-        assert!(
-            waited >= Duration::from_secs(2) && waited < Duration::from_secs(10),
-            "waited {waited:?}"
-        );
-        dev.id()
-        // Dropping the controller closes its ring, which cancels the pending START_DEV.
-    };
     let mut ctl = ctl();
+    let dev = ctl.add(&small(None))?;
+    let id = dev.id();
+    ctl.set_params(id, &UblkParams::new().with_basic(basic_params()))?;
+    // No queue ever fetches: the driver waits for them, and only our timeout ends the wait.
+    ctl.set_timeout(Duration::from_secs(2));
+    let t0 = Instant::now();
+    let err = ctl
+        .start(id, std::process::id() as i32)
+        .expect_err("START_DEV cannot complete");
+    let waited = t0.elapsed();
+    assert!(matches!(&err, Error::Command(e) if e.is_timeout()), "{err}");
+    // The timed-out START_DEV was cancelled, so it no longer pins the device...
+    assert_eq!(
+        err.to_string(),
+        format!("START_DEV for device {id}: no answer within 2.000s (cancelled)")
+    );
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(10),
+        "waited {waited:?}"
+    );
+    // ...and the same controller goes on working: the device is still there, and deletes.
+    assert_eq!(ctl.info(id)?.state(), Ok(DevState::Dead));
     ctl.set_timeout(Duration::from_secs(20));
     ctl.delete(id)?;
     assert!(wait_for_path(format!("/dev/ublkc{id}"), false, NODE_WAIT));
+    Ok(())
+}
+
+fn legacy_opcodes_work_where_the_kernel_has_them() -> TestResult {
+    let mut ctl = ctl();
+    ctl.control().set_encoding(OpEncoding::Legacy);
+    let info = UblksrvCtrlDevInfo {
+        nr_hw_queues: 1,
+        queue_depth: 16,
+        max_io_buf_bytes: 64 << 10,
+        ..Default::default()
+    };
+    let added = match ctl.control().add_dev(None, &info) {
+        Err(e) if e.errno() == Some(Errno::EOPNOTSUPP) => {
+            return skip("kernel built without CONFIG_BLKDEV_UBLK_LEGACY_OPCODES");
+        }
+        other => other?,
+    };
+    assert_eq!(ctl.control().get_dev_info(added.dev_id)?, added);
+    ctl.control().del_dev(added.dev_id)?;
+    expect_errno(ctl.info(added.dev_id), Errno::ENODEV);
     Ok(())
 }

@@ -22,8 +22,38 @@ pub struct Test {
     pub name: &'static str,
     /// Kernel features it needs; missing ones make it `ignored`, with their names.
     pub needs: Features,
-    /// The test: panics (assert!) or returns an error to fail.
-    pub run: fn() -> Result<(), ublk::Error>,
+    /// The test: panics (assert!) or returns an error to fail; [`skip`] to be reported ignored.
+    pub run: fn() -> TestResult,
+}
+
+/// Why a test did not pass.
+#[derive(Debug)]
+pub enum NotPassed {
+    /// It failed.
+    Failed(String),
+    /// It cannot run on this kernel; the reason is printed after `ignored,`.
+    Skipped(String),
+}
+
+impl From<ublk::Error> for NotPassed {
+    fn from(e: ublk::Error) -> NotPassed {
+        NotPassed::Failed(format!("error: {e}"))
+    }
+}
+
+impl From<ublk::sys::CtrlError> for NotPassed {
+    fn from(e: ublk::sys::CtrlError) -> NotPassed {
+        NotPassed::Failed(format!("error: {e}"))
+    }
+}
+
+/// What a test returns.
+pub type TestResult = Result<(), NotPassed>;
+
+/// Ends a test as skipped (reported `ignored, <reason>`): for what the running kernel cannot
+/// do that no feature bit tells in advance.
+pub fn skip(reason: impl Into<String>) -> TestResult {
+    Err(NotPassed::Skipped(reason.into()))
 }
 
 /// A test running longer than this has hung: every wait in the library is bounded well below.
@@ -170,9 +200,14 @@ pub fn run(tests: &[Test]) -> ExitCode {
         let t0 = Instant::now();
         let outcome = panic::catch_unwind(AssertUnwindSafe(test.run));
         started_at.store(0, Ordering::Relaxed);
+        let mut skipped = None;
         let mut failure = match outcome {
             Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(format!("error: {e}")),
+            Ok(Err(NotPassed::Failed(why))) => Some(why),
+            Ok(Err(NotPassed::Skipped(why))) => {
+                skipped = Some(why);
+                None
+            }
             Err(payload) => Some(format!("panicked: {}", panic_message(&*payload))),
         };
         let left = remove_leftovers();
@@ -181,6 +216,14 @@ pub fn run(tests: &[Test]) -> ExitCode {
         }
         let secs = t0.elapsed().as_secs_f64();
         match failure {
+            None if skipped.is_some() => {
+                println!(
+                    "test {} ... ignored, {}",
+                    test.name,
+                    skipped.unwrap_or_default()
+                );
+                ignored += 1;
+            }
             None => {
                 println!("test {} ... ok ({secs:.1}s)", test.name);
                 passed += 1;

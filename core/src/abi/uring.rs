@@ -14,6 +14,8 @@ pub const IORING_OP_FSYNC: u8 = 3;
 pub const IORING_OP_READ_FIXED: u8 = 4;
 /// `IORING_OP_WRITE_FIXED`
 pub const IORING_OP_WRITE_FIXED: u8 = 5;
+/// `IORING_OP_ASYNC_CANCEL`: cancel the request whose `user_data` is in `addr`.
+pub const IORING_OP_ASYNC_CANCEL: u8 = 14;
 /// `IORING_OP_FALLOCATE`
 pub const IORING_OP_FALLOCATE: u8 = 17;
 /// `IORING_OP_READ`

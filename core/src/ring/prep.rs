@@ -5,8 +5,9 @@
 
 use crate::abi::Pod;
 use crate::abi::uring::{
-    IORING_FSYNC_DATASYNC, IORING_OP_FALLOCATE, IORING_OP_FSYNC, IORING_OP_NOP, IORING_OP_READ,
-    IORING_OP_URING_CMD, IORING_OP_WRITE, IOSQE_FIXED_FILE, Sqe, SqeLayout,
+    IORING_FSYNC_DATASYNC, IORING_OP_ASYNC_CANCEL, IORING_OP_FALLOCATE, IORING_OP_FSYNC,
+    IORING_OP_NOP, IORING_OP_READ, IORING_OP_URING_CMD, IORING_OP_WRITE, IOSQE_FIXED_FILE, Sqe,
+    SqeLayout,
 };
 use crate::sys::RawFd;
 
@@ -67,6 +68,15 @@ where
     /// `IORING_OP_WRITE`: writes `len` bytes from `buf` at file `offset`.
     pub fn write(target: Target, buf: *const u8, len: u32, offset: u64, user_data: u64) -> Self {
         Self::rw(IORING_OP_WRITE, target, buf as u64, len, offset, user_data)
+    }
+
+    /// `IORING_OP_ASYNC_CANCEL`: cancels the request submitted with `target_user_data`.
+    /// Completes with 0 (cancelled), `-ENOENT` (not found: already completed) or `-EALREADY`
+    /// (running; the worker was signalled to stop).
+    pub fn cancel(target_user_data: u64, user_data: u64) -> Self {
+        let mut sqe = Self::base(IORING_OP_ASYNC_CANCEL, None, user_data);
+        sqe.addr = target_user_data;
+        sqe
     }
 
     /// `IORING_OP_FSYNC`: `fsync`, or `fdatasync` when `datasync`.
