@@ -319,8 +319,9 @@ impl Control {
         let mut at = 0;
         for part in parts {
             // SAFETY: `at + part.len() <= total <= scratch.len()`, so the copy stays inside the
-            // page, which is mapped and owned by `self`; no command is in flight with it (the
-            // page of a command that timed out was abandoned), and `part` cannot overlap it.
+            // page, which is mapped and owned by `self`. No command still uses it: each command
+            // either completed, or ended when cancelled, or left this page behind (abandoned)
+            // and a fresh one took its place. `part` is caller memory and cannot overlap it.
             unsafe {
                 core::ptr::copy_nonoverlapping(
                     part.as_ptr(),
@@ -393,9 +394,9 @@ impl Control {
             &header,
             user_data,
         );
-        // SAFETY: the only memory the command points at is the scratch page (`header.addr`),
-        // which stays mapped until the completion is reaped below, or, if it is not reaped in
-        // time, forever (`abandon_scratch` leaks it rather than unmapping or reusing it).
+        // SAFETY: the only memory the command points at is the scratch page (`header.addr`).
+        // It is neither unmapped nor reused until the command's completion is reaped (below,
+        // or after a cancel); if that never happens it is leaked (`abandon_scratch`).
         unsafe { self.ring.push(&sqe) }.map_err(|e| fail(CtrlErrorKind::Ring(e)))?;
 
         let deadline = sys::monotonic_now().saturating_add(timeout);
