@@ -12,7 +12,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 
 Environment: KERNEL (7, 7.N or 6.12), VM_PROFILE (dev or release; default dev), VM_TIMEOUT

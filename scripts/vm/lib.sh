@@ -20,6 +20,12 @@ VM_TIMEOUT=${VM_TIMEOUT:-1200}
 vm_log() { printf '[vm] %s\n' "$*" >&2; }
 vm_die() { printf '[vm] error: %s\n' "$*" >&2; exit 1; }
 
+# Refuse an unknown KERNEL choice before minutes of building, not after.
+case "$VM_KERNEL_WANTED" in
+    6.12 | 6.12.* | 7 | 7.*) ;;
+    *) vm_die "KERNEL=$VM_KERNEL_WANTED: choose 7 (or 7.N) from trixie-backports, or 6.12 from bookworm-backports" ;;
+esac
+
 # Runs a command as root: directly when we are root, through sudo otherwise.
 vm_as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -139,9 +145,8 @@ vm_fetch_kernel() {
     case "$VM_KERNEL_WANTED" in
         6.12*) suite=bookworm-backports
             image_re="^linux-image-(${VM_KERNEL_WANTED//./\\.}[0-9.]*\\+[^ -]+)-cloud-amd64-unsigned " ;;
-        7*) suite=trixie-backports
+        *) suite=trixie-backports
             image_re="^linux-binary-unsigned-(${VM_KERNEL_WANTED//./\\.}[0-9.]*\\+[^ -]+)-cloud-amd64 " ;;
-        *) vm_die "KERNEL=$VM_KERNEL_WANTED: choose 7 (or 7.N) from trixie-backports, or 6.12 from bookworm-backports" ;;
     esac
 
     local version=""
