@@ -11,12 +11,12 @@ fail() { echo "check-policy: $*" >&2; exit 1; }
 grep -q '^#!\[no_std\]' core/src/lib.rs || fail "core/src/lib.rs lacks #![no_std]"
 # `extern crate alloc` or `alloc::` paths outside #[cfg(test)] modules would allow allocation.
 # Test modules live at the end of files after `#[cfg(test)]`; strip them before searching.
-for f in $(find core/src -name '*.rs'); do
+while IFS= read -r -d '' f; do
     if sed '/#\[cfg(test)\]/,$d' "$f" | grep -vE '^\s*//' \
         | grep -nE 'extern crate (alloc|std)|\balloc::|\bstd::' >/dev/null; then
         fail "$f uses alloc or std outside tests"
     fi
-done
+done < <(find core/src -name '*.rs' -print0)
 cargo build -p ublk-core --quiet
 echo "ublk-core: no_std, no alloc, builds alone"
 
