@@ -15,7 +15,8 @@
 //!
 //! This crate holds the parts that need no operating-system services beyond raw syscalls: the
 //! kernel ABI ([`abi`], layouts checked at compile time), the io_uring ([`ring`]), control
-//! command encoding and bounded completion ([`ctrl`]). Threads, files and device lifecycle live
+//! command encoding and bounded completion ([`ctrl`]), and the I/O queue ([`queue`]) with its
+//! per-tag state machine ([`tag`]). Threads, files and device lifecycle live
 //! in the `ublk` crate.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -25,14 +26,18 @@
 pub mod abi;
 pub mod ctrl;
 pub mod errno;
+pub mod queue;
 pub mod ring;
 pub mod sys;
+pub mod tag;
 
 pub use abi::{CtrlCmd, DevState, Features, IoOp, OpEncoding, UblkParams, UblksrvCtrlDevInfo};
 pub use ctrl::{Control, CpuMask, CtrlError, CtrlErrorKind};
 pub use errno::Errno;
+pub use queue::{Event, Queue, QueueConfig, QueueError};
 pub use ring::{Ring, RingConfig, RingError, Target};
 pub use sys::{Fd, Mapping, RawFd};
+pub use tag::{TagSlot, TagState, TagTable};
 
 /// The control ring: 128-byte SQEs (a control command's payload needs the larger command
 /// area) and 32-byte CQEs.
@@ -47,3 +52,5 @@ static_assertions::assert_impl_all!(Control: Send);
 static_assertions::assert_impl_all!(QueueRing: Send);
 static_assertions::assert_not_impl_any!(QueueRing: Sync);
 static_assertions::assert_not_impl_any!(CtrlRing: Sync);
+static_assertions::assert_impl_all!(Queue<'static>: Send);
+static_assertions::assert_not_impl_any!(Queue<'static>: Sync);

@@ -21,6 +21,23 @@ pub enum Error {
     Command(CtrlError),
     /// An io_uring operation failed.
     Ring(RingError),
+    /// A system call outside the ublk protocol failed (opening `/dev/ublkcN`, spawning a
+    /// thread, ...).
+    Io {
+        /// What was being done, naming the object (`"opening /dev/ublkc3"`).
+        op: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// A queue of a device failed to start or while serving.
+    Queue {
+        /// The device.
+        dev_id: u32,
+        /// The queue.
+        q_id: u16,
+        /// What failed, with the cause (`"setting up its ring: ..."`, `"panicked"`).
+        reason: String,
+    },
     /// An argument was refused before anything was sent to the kernel.
     InvalidArgument {
         /// What was wrong (`"queue depth"`).
@@ -38,7 +55,9 @@ impl Error {
     pub fn errno(&self) -> Option<ublk_core::Errno> {
         match self {
             Error::Command(e) => e.errno(),
-            Error::OpenControl { source, .. } => source.raw_os_error().map(ublk_core::Errno),
+            Error::OpenControl { source, .. } | Error::Io { source, .. } => {
+                source.raw_os_error().map(ublk_core::Errno)
+            }
             Error::Ring(
                 RingError::Setup(e)
                 | RingError::Enter(e)
@@ -46,6 +65,13 @@ impl Error {
                 | RingError::Map(e),
             ) => Some(*e),
             _ => None,
+        }
+    }
+
+    pub(crate) fn io(op: impl Into<String>, source: io::Error) -> Error {
+        Error::Io {
+            op: op.into(),
+            source,
         }
     }
 
@@ -76,6 +102,12 @@ impl fmt::Display for Error {
             }
             Error::Command(e) => write!(f, "{e}"),
             Error::Ring(e) => write!(f, "{e}"),
+            Error::Io { op, source } => write!(f, "{op}: {source}"),
+            Error::Queue {
+                dev_id,
+                q_id,
+                reason,
+            } => write!(f, "device {dev_id}, queue {q_id}: {reason}"),
             Error::InvalidArgument { what, reason } => write!(f, "invalid {what}: {reason}"),
         }
     }
@@ -84,7 +116,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::OpenControl { source, .. } => Some(source),
+            Error::OpenControl { source, .. } | Error::Io { source, .. } => Some(source),
             _ => None,
         }
     }

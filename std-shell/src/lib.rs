@@ -1,12 +1,19 @@
 //! `ublk`: userspace block devices on Linux, served by Rust.
 //!
 //! Linux's ublk driver hands block I/O to a userspace server over io_uring. This crate is the
-//! `std` side of the project: it opens the control device, manages devices, and (in later
-//! layers) runs queues and backends. The kernel ABI, the io_uring and command encoding live in
+//! `std` side of the project: it opens the control device ([`Controller`]), starts devices
+//! ([`Device::builder`]) whose queue threads serve I/O from a [`Backend`] or [`Target`], and
+//! stops them. The kernel ABI, the io_uring and command encoding live in
 //! the `no_std` crate [`ublk_core`], re-exported here as [`sys`].
 //!
 //! ```no_run
 //! # fn main() -> ublk::Result<()> {
+//! // A 1 GiB null device with two queues: /dev/ublkbN reads zeroes, takes any write.
+//! let dev = ublk::Device::builder().queues(2).depth(64).start_target(ublk::Null::new(1 << 30))?;
+//! println!("serving {}", dev.block_dev_path().display());
+//! dev.stop()?; // or drop it
+//!
+//! // The control commands, one by one.
 //! let mut ctl = ublk::Controller::open()?; // needs root and `modprobe ublk_drv`
 //! for name in ctl.features()?.names() {
 //!     println!("kernel supports {name}");
@@ -21,11 +28,17 @@
 #![warn(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod backend;
 mod control;
+mod device;
 mod error;
 mod features;
+mod os;
+pub mod signal;
 
+pub use backend::{Backend, Null, Target};
 pub use control::{Controller, DeviceInfo, NewDevice};
+pub use device::{Device, DeviceBuilder, DiscardLimits, Stats};
 pub use error::{Error, Result};
 pub use features::{BUILD_FEATURES, FeatureSupport, feature_report, features};
 pub use ublk_core as sys;

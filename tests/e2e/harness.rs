@@ -17,6 +17,7 @@ use ublk::{Controller, Features};
 use ublk_tests::ublk_char_device_ids;
 
 /// One end-to-end test.
+#[derive(Clone, Copy)]
 pub struct Test {
     /// Its name, as filters match it.
     pub name: &'static str,

@@ -5,8 +5,11 @@
 //! plain `cargo test` on a machine without the driver every test is reported as ignored.
 
 mod control;
+mod fio;
 mod harness;
+mod io;
 
 fn main() -> std::process::ExitCode {
-    harness::run(control::TESTS)
+    let tests: Vec<harness::Test> = [control::TESTS, io::TESTS].concat();
+    harness::run(&tests)
 }

@@ -1,0 +1,516 @@
+//! One ublk queue: its descriptor array, its I/O buffers, its tags and its ring.
+//!
+//! A [`Queue`] lives on one thread (the driver wants every command of a queue from the task
+//! that fetched it). The thread's loop is:
+//!
+//! 1. [`Queue::fetch_all`] once: a FETCH_REQ per tag, each with that tag's buffer;
+//! 2. [`Queue::wait`]: one `io_uring_enter` submits everything queued (commits, a target's own
+//!    operations) and sleeps until something completes;
+//! 3. [`Queue::next_event`] until `None`: a [`Event::Request`] is served (its data is in, or
+//!    goes to, [`Queue::buffer`]) and answered with [`Queue::complete`], now or after a later
+//!    event; [`Event::Aborted`] means the device is going away;
+//! 4. back to 2 until [`Queue::is_finished`] or an [`Event::Wake`].
+//!
+//! Nothing here allocates or locks: buffers come from one anonymous mapping made at setup, the
+//! tag states from caller-provided [`TagSlot`]s.
+
+mod user_data;
+
+use core::fmt;
+
+use crate::abi::io::{UBLK_IO_RES_ABORT, UBLK_IO_RES_NEED_GET_DATA, UBLK_IO_RES_OK};
+use crate::abi::io::{desc_area_stride, desc_mmap_offset};
+use crate::abi::uring::{Cqe16, Sqe64};
+use crate::abi::{IoCmd, OpEncoding, UblksrvIoCmd, UblksrvIoDesc};
+use crate::errno::Errno;
+use crate::ring::{RingConfig, RingError, Target};
+use crate::sys::{Mapping, RawFd, page_size};
+use crate::tag::{InvalidTransition, TagEvent, TagSlot, TagState, TagTable};
+use crate::{QueueRing, abi};
+use user_data::UserData;
+
+/// How to set a queue up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// The queue's id (`0..nr_hw_queues`).
+    pub q_id: u16,
+    /// Tags, as the device was added with (`queue_depth`).
+    pub depth: u16,
+    /// Bytes of I/O buffer per tag: the device's `max_io_buf_bytes`. Rounded up to a page, so
+    /// every buffer is page-aligned (what O_DIRECT wants).
+    pub buf_bytes: u32,
+    /// How the driver wants I/O opcodes ([`Control::encoding`](crate::Control::encoding)).
+    pub encoding: OpEncoding,
+    /// The device was added with `UBLK_F_NEED_GET_DATA`: a write's data is fetched with an
+    /// extra NEED_GET_DATA command before the request is delivered.
+    pub need_get_data: bool,
+    /// Submission entries; 0 picks room for two operations per tag plus the stop signal.
+    pub sq_entries: u32,
+    /// Extra `IORING_SETUP_*` flags for the queue's ring.
+    pub ring_flags: u32,
+}
+
+impl QueueConfig {
+    /// A configuration with automatic ring size and no extra ring flags.
+    pub const fn new(q_id: u16, depth: u16, buf_bytes: u32, encoding: OpEncoding) -> Self {
+        QueueConfig {
+            q_id,
+            depth,
+            buf_bytes,
+            encoding,
+            need_get_data: false,
+            sq_entries: 0,
+            ring_flags: 0,
+        }
+    }
+}
+
+/// Why a queue failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueError {
+    /// The configuration cannot work; the text says why.
+    Config(&'static str),
+    /// Setting up, registering with or entering the ring failed.
+    Ring(RingError),
+    /// Mapping `what` failed.
+    Map {
+        /// Which mapping.
+        what: &'static str,
+        /// Why.
+        errno: Errno,
+    },
+    /// The server tried a tag transition its state does not allow (a server bug).
+    Transition(InvalidTransition),
+}
+
+impl fmt::Display for QueueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueueError::Config(why) => write!(f, "bad queue configuration: {why}"),
+            QueueError::Ring(e) => write!(f, "queue ring: {e}"),
+            QueueError::Map { what, errno } => write!(f, "mapping the {what}: {errno}"),
+            QueueError::Transition(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<RingError> for QueueError {
+    fn from(e: RingError) -> Self {
+        QueueError::Ring(e)
+    }
+}
+
+/// Something that happened on a queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A request for `tag`: serve it and answer with [`Queue::complete`].
+    Request {
+        /// The tag; its buffer is [`Queue::buffer`].
+        tag: u16,
+        /// The request, copied out of the descriptor array.
+        desc: UblksrvIoDesc,
+    },
+    /// An operation a target queued with [`Queue::push_target`] finished.
+    TargetDone {
+        /// The tag it was queued for.
+        tag: u16,
+        /// The target's cookie.
+        cookie: u32,
+        /// The operation's result (`-errno` on failure).
+        result: i32,
+        /// The CQE's flags.
+        flags: u32,
+    },
+    /// The driver ended `tag` with `UBLK_IO_RES_ABORT`: the device is stopping or going away.
+    Aborted {
+        /// The tag.
+        tag: u16,
+    },
+    /// The driver refused a command of `tag`; the tag is ended like an abort.
+    Refused {
+        /// The tag.
+        tag: u16,
+        /// Which command.
+        cmd: IoCmd,
+        /// The driver's answer.
+        errno: Errno,
+    },
+    /// The stop signal armed with [`Queue::arm_wake`] fired.
+    Wake,
+    /// A completion this queue cannot place (an unknown `user_data`, or a tag in the wrong
+    /// state); it is counted and otherwise ignored.
+    Unexpected {
+        /// The CQE's `user_data`.
+        user_data: u64,
+        /// Its result.
+        result: i32,
+    },
+}
+
+/// The I/O side of one ublk queue. See the [module docs](self) for the loop that drives it.
+pub struct Queue<'t> {
+    ring: QueueRing,
+    tags: TagTable<'t>,
+    /// The driver's descriptor array for this queue, read-only.
+    descs: Mapping,
+    /// `depth` buffers of `buf_stride` bytes, then the stop signal's 8-byte read target.
+    bufs: Mapping,
+    buf_stride: usize,
+    cfg: QueueConfig,
+    /// Tags aborted or refused: the queue is finished when all are.
+    ended: u16,
+    unexpected: u64,
+}
+
+// SAFETY: the queue's raw memory (descriptor and buffer mappings) is owned and freed by it and
+// is not bound to a thread. The driver, though, wants every command of a queue from the task
+// that issued FETCH_REQ: moving a queue after `fetch_all` makes its commits fail with EINVAL
+// (reported as `Event::Refused`), which is an error, not unsoundness.
+unsafe impl Send for Queue<'_> {}
+
+impl<'t> Queue<'t> {
+    /// Sets up queue `cfg.q_id` of the device whose `/dev/ublkcN` is `files[0]`: maps its
+    /// descriptor array, maps `depth` I/O buffers, creates its ring and registers `files` there
+    /// (fixed file 0 is the char device; a target's files follow, see [`Queue::file`]).
+    /// `tags` must hold `depth` fresh slots.
+    pub fn new(cfg: QueueConfig, files: &[RawFd], tags: &'t [TagSlot]) -> Result<Self, QueueError> {
+        if cfg.depth == 0 || cfg.depth > abi::io::UBLK_MAX_QUEUE_DEPTH {
+            return Err(QueueError::Config("depth must be 1..=4096"));
+        }
+        if tags.len() != usize::from(cfg.depth) {
+            return Err(QueueError::Config("one tag slot per tag is needed"));
+        }
+        if files.is_empty() {
+            return Err(QueueError::Config(
+                "files[0] must be the device's /dev/ublkcN",
+            ));
+        }
+        if cfg.buf_bytes == 0 {
+            return Err(QueueError::Config("the I/O buffer size must not be 0"));
+        }
+        let page = page_size();
+        let table = TagTable::new(tags);
+        if table.count(TagState::Idle) != tags.len() {
+            return Err(QueueError::Config("tag slots must be fresh (idle)"));
+        }
+
+        let depth = usize::from(cfg.depth);
+        let desc_len = (depth * core::mem::size_of::<UblksrvIoDesc>()).next_multiple_of(page);
+        debug_assert!(desc_len <= desc_area_stride(page));
+        let descs = Mapping::shared(
+            files[0],
+            desc_len,
+            desc_mmap_offset(cfg.q_id, page),
+            libc::PROT_READ,
+        )
+        .map_err(|errno| QueueError::Map {
+            what: "descriptor array",
+            errno,
+        })?;
+
+        let buf_stride = (cfg.buf_bytes as usize).next_multiple_of(page);
+        let bufs_len = buf_stride
+            .checked_mul(depth)
+            .and_then(|n| n.checked_add(page))
+            .ok_or(QueueError::Config("I/O buffers exceed the address space"))?;
+        let bufs = Mapping::anonymous(bufs_len).map_err(|errno| QueueError::Map {
+            what: "I/O buffers",
+            errno,
+        })?;
+
+        let sq_entries = match cfg.sq_entries {
+            0 => (2 * depth as u32 + 2).next_power_of_two().min(32768),
+            n => n,
+        };
+        let mut ring = QueueRing::with_config(RingConfig {
+            sq_entries,
+            cq_entries: None,
+            flags: cfg.ring_flags,
+        })?;
+        ring.register_files(files)?;
+        Ok(Queue {
+            ring,
+            tags: table,
+            descs,
+            bufs,
+            buf_stride,
+            cfg,
+            ended: 0,
+            unexpected: 0,
+        })
+    }
+
+    /// The queue's configuration.
+    pub fn config(&self) -> &QueueConfig {
+        &self.cfg
+    }
+
+    /// The tag states.
+    pub fn tags(&self) -> &TagTable<'t> {
+        &self.tags
+    }
+
+    /// The registered file at `index` (0 is `/dev/ublkcN`; a target's files follow in the
+    /// order given to [`Queue::new`]).
+    pub fn file(&self, index: u32) -> Target {
+        Target::Fixed(index)
+    }
+
+    /// Completions no queue state could place, so far.
+    pub fn unexpected_completions(&self) -> u64 {
+        self.unexpected
+    }
+
+    /// Every tag was aborted or refused: nothing more will come.
+    pub fn is_finished(&self) -> bool {
+        self.ended == self.cfg.depth
+    }
+
+    fn buf_addr(&self, tag: u16) -> *mut u8 {
+        // In bounds: tag < depth and the mapping holds depth strides (checked in `new`).
+        self.bufs
+            .as_ptr()
+            .wrapping_add(usize::from(tag) * self.buf_stride)
+    }
+
+    fn io_cmd(&self, cmd: IoCmd, tag: u16, result: i32) -> Sqe64 {
+        let payload = UblksrvIoCmd {
+            q_id: self.cfg.q_id,
+            tag,
+            result,
+            addr: self.buf_addr(tag) as u64,
+        };
+        let user_data = UserData::Cmd { cmd, tag }.encode();
+        Sqe64::uring_cmd(
+            Target::Fixed(0),
+            cmd.opcode(self.cfg.encoding),
+            &payload,
+            user_data,
+        )
+    }
+
+    /// Pushes a driver command. Its only pointer is the tag's buffer, which lives in `bufs`
+    /// until the queue (and its ring, dropped first) is gone.
+    fn push_cmd(&mut self, sqe: Sqe64) -> Result<(), QueueError> {
+        // SAFETY: the command's `addr` is this tag's buffer inside `self.bufs`, which outlives
+        // the ring (field order drops the ring first, and closing it ends the command); while
+        // the command is out, the tag is not Owned, so safe code cannot reach the buffer.
+        unsafe { self.push(&sqe) }
+    }
+
+    /// # Safety
+    /// As [`Ring::push`](crate::Ring::push).
+    unsafe fn push(&mut self, sqe: &Sqe64) -> Result<(), QueueError> {
+        // SAFETY: forwarded to the caller.
+        match unsafe { self.ring.push(sqe) } {
+            Err(RingError::SqFull) => {
+                // Hand the queued entries to the kernel to make room, then try once more.
+                self.ring.submit()?;
+                // SAFETY: as above.
+                unsafe { self.ring.push(sqe) }.map_err(QueueError::Ring)
+            }
+            other => other.map_err(QueueError::Ring),
+        }
+    }
+
+    /// Queues a FETCH_REQ for every tag. Call once, from the thread that will serve the queue;
+    /// the next [`Queue::submit`] or [`Queue::wait`] sends them.
+    pub fn fetch_all(&mut self) -> Result<(), QueueError> {
+        for tag in 0..self.cfg.depth {
+            if self.tags.state(tag) != Some(TagState::Idle) {
+                return Err(QueueError::Config("fetch_all called twice"));
+            }
+            let sqe = self.io_cmd(IoCmd::FetchReq, tag, 0);
+            self.push_cmd(sqe)?;
+            self.tags
+                .apply(tag, TagEvent::Fetch)
+                .map_err(QueueError::Transition)?;
+        }
+        Ok(())
+    }
+
+    /// Arms the stop signal: a read of 8 bytes from `eventfd`. Writing to that eventfd from
+    /// any thread makes this queue's next events include [`Event::Wake`], so a queue can be
+    /// stopped even if the driver never aborts its tags. Arm it once.
+    pub fn arm_wake(&mut self, eventfd: RawFd) -> Result<(), QueueError> {
+        let target = self.buf_addr(self.cfg.depth);
+        let sqe = Sqe64::read(Target::Fd(eventfd), target, 8, 0, UserData::Wake.encode());
+        // SAFETY: the 8 bytes after the last tag buffer belong to no tag and are used by
+        // nothing else; they live in `self.bufs`, which outlives the ring.
+        unsafe { self.push(&sqe) }
+    }
+
+    /// Sends what is queued without waiting.
+    pub fn submit(&mut self) -> Result<u32, QueueError> {
+        Ok(self.ring.submit()?)
+    }
+
+    /// Sends what is queued and sleeps until at least one completion is ready (one syscall).
+    /// A signal ends the wait early without an error.
+    pub fn wait(&mut self) -> Result<(), QueueError> {
+        match self.ring.submit_and_wait(1) {
+            // EINTR: a signal; EBUSY: the CQ is backlogged, which reaping resolves.
+            Ok(_) | Err(RingError::Enter(Errno::EINTR | Errno::EBUSY)) => Ok(()),
+            Err(e) => Err(QueueError::Ring(e)),
+        }
+    }
+
+    /// The next completion, decoded; `None` when none is ready.
+    ///
+    /// A `UBLK_IO_RES_NEED_GET_DATA` answer is handled here (a NEED_GET_DATA command is
+    /// queued) and produces no event.
+    pub fn next_event(&mut self) -> Option<Event> {
+        loop {
+            let cqe: Cqe16 = self.ring.pop()?;
+            if let Some(event) = self.decode(cqe) {
+                return Some(event);
+            }
+        }
+    }
+
+    fn unexpected(&mut self, cqe: &Cqe16) -> Option<Event> {
+        self.unexpected += 1;
+        Some(Event::Unexpected {
+            user_data: cqe.user_data,
+            result: cqe.res,
+        })
+    }
+
+    fn decode(&mut self, cqe: Cqe16) -> Option<Event> {
+        let (cmd, tag) = match UserData::decode(cqe.user_data) {
+            Some(UserData::Cmd { cmd, tag }) if tag < self.cfg.depth => (cmd, tag),
+            Some(UserData::Target { tag, cookie }) if tag < self.cfg.depth => {
+                return Some(Event::TargetDone {
+                    tag,
+                    cookie,
+                    result: cqe.res,
+                    flags: cqe.flags,
+                });
+            }
+            Some(UserData::Wake) => return Some(Event::Wake),
+            _ => return self.unexpected(&cqe),
+        };
+        match cqe.res {
+            UBLK_IO_RES_OK => {
+                if self.tags.apply(tag, TagEvent::Request).is_err() {
+                    return self.unexpected(&cqe);
+                }
+                Some(Event::Request {
+                    tag,
+                    desc: self.desc(tag),
+                })
+            }
+            UBLK_IO_RES_NEED_GET_DATA if self.cfg.need_get_data => {
+                if self.tags.apply(tag, TagEvent::NeedData).is_err() {
+                    return self.unexpected(&cqe);
+                }
+                let sqe = self.io_cmd(IoCmd::NeedGetData, tag, 0);
+                match self.push_cmd(sqe) {
+                    Ok(()) => None,
+                    Err(_) => self.end_tag(tag, Some((IoCmd::NeedGetData, Errno::EAGAIN))),
+                }
+            }
+            UBLK_IO_RES_ABORT => self.end_tag(tag, None),
+            res => {
+                let errno = Errno(res.checked_neg().filter(|e| *e > 0).unwrap_or(libc::EPROTO));
+                self.end_tag(tag, Some((cmd, errno)))
+            }
+        }
+    }
+
+    /// The driver ended `tag` (an abort, or a refusal of `refused`'s command).
+    fn end_tag(&mut self, tag: u16, refused: Option<(IoCmd, Errno)>) -> Option<Event> {
+        if self.tags.apply(tag, TagEvent::Abort).is_err() {
+            self.unexpected += 1;
+            return None;
+        }
+        self.ended += 1;
+        Some(match refused {
+            None => Event::Aborted { tag },
+            Some((cmd, errno)) => Event::Refused { tag, cmd, errno },
+        })
+    }
+
+    /// Tag `tag`'s descriptor, as the driver wrote it before completing the fetch.
+    fn desc(&self, tag: u16) -> UblksrvIoDesc {
+        let p = self.descs.as_ptr().cast::<UblksrvIoDesc>();
+        // SAFETY: tag < depth and the mapping holds `depth` descriptors (`new`); it is
+        // page-aligned, so each 24-byte descriptor is 8-aligned. Volatile: the driver writes
+        // this memory; the Acquire load of the CQ tail in `pop` ordered its write before us.
+        unsafe { p.add(usize::from(tag)).read_volatile() }
+    }
+
+    /// The buffer of `tag` while the server owns it (between [`Event::Request`] and
+    /// [`Queue::complete`]); `None` otherwise. It holds `buf_bytes` rounded up to a page: a
+    /// write's data at the start; a read's data goes there.
+    pub fn buffer(&mut self, tag: u16) -> Option<&mut [u8]> {
+        if self.tags.state(tag) != Some(TagState::Owned) {
+            return None;
+        }
+        // SAFETY: the buffer lies inside `self.bufs` (tag < depth, as `state` returned Some);
+        // while the tag is Owned the driver has no command of it outstanding, so nothing else
+        // writes this memory, and the `&mut self` borrow keeps any other safe access out
+        // until the slice is gone.
+        Some(unsafe { core::slice::from_raw_parts_mut(self.buf_addr(tag), self.buf_stride) })
+    }
+
+    /// The address of `tag`'s buffer, for a target's own operations (a read from a backing
+    /// file straight into it). The buffer is the target's only while the tag is Owned.
+    pub fn buffer_ptr(&self, tag: u16) -> Option<*mut u8> {
+        (tag < self.cfg.depth).then(|| self.buf_addr(tag))
+    }
+
+    /// Bytes in each tag's buffer.
+    pub fn buffer_len(&self) -> usize {
+        self.buf_stride
+    }
+
+    /// Answers `tag`'s request with `result` (bytes done, or `-errno`) and fetches the tag's
+    /// next request in the same command (COMMIT_AND_FETCH_REQ), sent with the next
+    /// [`Queue::wait`].
+    pub fn complete(&mut self, tag: u16, result: i32) -> Result<(), QueueError> {
+        if self.tags.state(tag) != Some(TagState::Owned) {
+            return self
+                .tags
+                .apply(tag, TagEvent::Complete)
+                .map(|_| ())
+                .map_err(QueueError::Transition);
+        }
+        let sqe = self.io_cmd(IoCmd::CommitAndFetchReq, tag, result);
+        self.push_cmd(sqe)?;
+        self.tags
+            .apply(tag, TagEvent::Complete)
+            .map(|_| ())
+            .map_err(QueueError::Transition)
+    }
+
+    /// Queues a target's own operation for `tag`, to come back as [`Event::TargetDone`]
+    /// carrying `cookie`. The SQE's `user_data` is overwritten.
+    ///
+    /// # Safety
+    /// As [`Ring::push`](crate::Ring::push): whatever the SQE points at (usually
+    /// [`Queue::buffer_ptr`] of an Owned tag) stays valid until the completion is reaped or
+    /// the queue is dropped.
+    pub unsafe fn push_target(
+        &mut self,
+        mut sqe: Sqe64,
+        tag: u16,
+        cookie: u32,
+    ) -> Result<(), QueueError> {
+        sqe.user_data = UserData::Target { tag, cookie }.encode();
+        // SAFETY: forwarded to the caller.
+        unsafe { self.push(&sqe) }
+    }
+}
+
+impl fmt::Debug for Queue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("q_id", &self.cfg.q_id)
+            .field("depth", &self.cfg.depth)
+            .field("buf_stride", &self.buf_stride)
+            .field("ended", &self.ended)
+            .field("ring", &self.ring)
+            .finish()
+    }
+}

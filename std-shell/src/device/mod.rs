@@ -1,0 +1,425 @@
+//! A device's life: build, start (ADD_DEV, SET_PARAMS, queue threads, START_DEV), serve,
+//! stop (STOP_DEV, join the queues, DEL_DEV).
+
+mod params;
+mod queue_thread;
+
+use std::fs::OpenOptions;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ublk_core::{Errno, Features};
+
+use crate::backend::{Backend, Blocking, Target};
+use crate::control::{Controller, DeviceInfo, NewDevice};
+use crate::error::{Error, Result};
+pub use params::DiscardLimits;
+use params::Geometry;
+use queue_thread::{QueueHandle, QueueSpec};
+
+/// How long a device node may take to appear after the driver created it (devtmpfs or udev).
+const NODE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `UBLK_F_*` flags a device built here may ask for; the others need server support
+/// this library does not have yet.
+const SUPPORTED_FLAGS: Features = Features::NEED_GET_DATA
+    .union(Features::USER_RECOVERY)
+    .union(Features::USER_RECOVERY_REISSUE)
+    .union(Features::USER_RECOVERY_FAIL_IO)
+    .union(Features::URING_CMD_COMP_IN_TASK)
+    .union(Features::CMD_IOCTL_ENCODE)
+    .union(Features::NO_AUTO_PART_SCAN);
+
+/// Builds and starts a [`Device`]. Every setting has a default but the size, which comes from
+/// here or from the backend. Sizes are in bytes.
+#[derive(Clone, Debug)]
+pub struct DeviceBuilder {
+    new: NewDevice,
+    geometry: Geometry,
+    control_path: PathBuf,
+    timeout: Option<Duration>,
+}
+
+impl Default for DeviceBuilder {
+    fn default() -> Self {
+        DeviceBuilder {
+            new: NewDevice::default(),
+            geometry: Geometry::default(),
+            control_path: PathBuf::from(Controller::DEFAULT_PATH),
+            timeout: None,
+        }
+    }
+}
+
+impl DeviceBuilder {
+    /// The device id (`/dev/ublkb<id>`); default: the driver picks a free one.
+    pub fn id(mut self, id: u32) -> Self {
+        self.new.id = Some(id);
+        self
+    }
+
+    /// Hardware queues, one thread each (default 1; the driver grants at most one per CPU).
+    pub fn queues(mut self, queues: u16) -> Self {
+        self.new.queues = queues;
+        self
+    }
+
+    /// Requests in flight per queue, 1..=4096 (default 128).
+    pub fn depth(mut self, depth: u16) -> Self {
+        self.new.queue_depth = depth;
+        self
+    }
+
+    /// Largest request in bytes, a page to 32 MiB (default 512 KiB). Each queue holds
+    /// `depth` buffers of this size (address space; pages are used as I/O touches them).
+    pub fn max_io_bytes(mut self, bytes: u32) -> Self {
+        self.new.max_io_bytes = bytes;
+        self
+    }
+
+    /// Logical block size: a power of two from 512 to the page size (default 512).
+    pub fn logical_block_size(mut self, bytes: u32) -> Self {
+        self.geometry.logical_block_size = bytes;
+        self
+    }
+
+    /// Physical block size: a power of two, at least the logical one (default: the logical).
+    pub fn physical_block_size(mut self, bytes: u32) -> Self {
+        self.geometry.physical_block_size = Some(bytes);
+        self
+    }
+
+    /// Device size in bytes, a multiple of the logical block size (default: the backend's).
+    pub fn size(mut self, bytes: u64) -> Self {
+        self.geometry.size = Some(bytes);
+        self
+    }
+
+    /// The block layer refuses writes.
+    pub fn read_only(mut self, on: bool) -> Self {
+        self.geometry.read_only = on;
+        self
+    }
+
+    /// Tell the block layer the device is rotational (a disk, not flash).
+    pub fn rotational(mut self, on: bool) -> Self {
+        self.geometry.rotational = on;
+        self
+    }
+
+    /// The backend has a volatile write cache: the block layer sends FLUSH.
+    pub fn volatile_cache(mut self, on: bool) -> Self {
+        self.geometry.volatile_cache = on;
+        self
+    }
+
+    /// The backend honours FUA writes (needs [`volatile_cache`](Self::volatile_cache)).
+    pub fn fua(mut self, on: bool) -> Self {
+        self.geometry.fua = on;
+        self
+    }
+
+    /// The backend takes DISCARD (and WRITE_ZEROES) within these limits.
+    pub fn discard(mut self, limits: DiscardLimits) -> Self {
+        self.geometry.discard = Some(limits);
+        self
+    }
+
+    /// Extra `UBLK_F_*` flags: NEED_GET_DATA, the USER_RECOVERY family, NO_AUTO_PART_SCAN.
+    pub fn flags(mut self, flags: Features) -> Self {
+        self.new.flags = flags;
+        self
+    }
+
+    /// The control device (default `/dev/ublk-control`).
+    pub fn control_path(mut self, path: impl AsRef<Path>) -> Self {
+        self.control_path = path.as_ref().to_path_buf();
+        self
+    }
+
+    /// How long each control command may take (default 30 s).
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Starts a device served by a synchronous [`Backend`].
+    pub fn start<B: Backend>(self, backend: B) -> Result<Device> {
+        self.start_target(Blocking(Arc::new(backend)))
+    }
+
+    /// Starts a device served by `target`; returns once `/dev/ublkb<id>` serves I/O.
+    pub fn start_target<T: Target>(mut self, target: T) -> Result<Device> {
+        if self.geometry.size.is_none() {
+            self.geometry.size = target.size();
+        }
+        let unsupported = self.new.flags - SUPPORTED_FLAGS;
+        if !unsupported.is_empty() {
+            return Err(Error::invalid(
+                "flags",
+                format!("{unsupported} not supported by this library yet"),
+            ));
+        }
+        self.new.validate()?;
+        // Checked with the requested I/O size now, so a bad geometry adds no device.
+        self.geometry.params(self.new.max_io_bytes)?;
+
+        let mut ctrl = Controller::open_path(&self.control_path)?;
+        if let Some(t) = self.timeout {
+            ctrl.set_timeout(t);
+        }
+        let info = ctrl.add(&self.new)?;
+        let mut device = Device {
+            info,
+            ctrl,
+            queues: Vec::new(),
+            started: false,
+            finished: false,
+        };
+        match device.bring_up(&self.geometry, Arc::new(target)) {
+            Ok(()) => Ok(device),
+            Err(e) => {
+                // Undo what was done: the error that stopped us is the one to report.
+                let _ = device.shut_down();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Counters of a running device, summed over its queues.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// READ requests served.
+    pub reads: u64,
+    /// WRITE requests.
+    pub writes: u64,
+    /// FLUSH requests.
+    pub flushes: u64,
+    /// DISCARD requests.
+    pub discards: u64,
+    /// WRITE_ZEROES requests.
+    pub write_zeroes: u64,
+    /// Requests of other operations (answered EOPNOTSUPP by most targets).
+    pub other: u64,
+    /// Requests answered with an error.
+    pub errors: u64,
+    /// Tag transitions refused and completions no tag could place: always 0 unless the
+    /// server or the driver misbehaved. Updated when a queue ends.
+    pub anomalies: u64,
+}
+
+/// A started ublk device, serving `/dev/ublkb<id>` from its queue threads. Stops and deletes
+/// the device when dropped (use [`Device::stop`] to see errors).
+#[derive(Debug)]
+pub struct Device {
+    info: DeviceInfo,
+    ctrl: Controller,
+    queues: Vec<QueueHandle>,
+    started: bool,
+    finished: bool,
+}
+
+impl Device {
+    /// A builder with the defaults.
+    pub fn builder() -> DeviceBuilder {
+        DeviceBuilder::default()
+    }
+
+    /// The device id.
+    pub fn id(&self) -> u32 {
+        self.info.id()
+    }
+
+    /// What the driver granted at ADD_DEV (queues, depth, I/O size, flags).
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// `/dev/ublkb<id>`.
+    pub fn block_dev_path(&self) -> PathBuf {
+        self.info.block_dev_path()
+    }
+
+    /// `/dev/ublkc<id>`.
+    pub fn char_dev_path(&self) -> PathBuf {
+        self.info.char_dev_path()
+    }
+
+    /// True while every queue thread runs. False once the device was stopped or deleted from
+    /// outside (`ublk del`, another process's DEL_DEV): then call [`Device::stop`] to collect
+    /// the queues' results.
+    pub fn is_running(&self) -> bool {
+        !self.queues.is_empty()
+            && self
+                .queues
+                .iter()
+                .all(|q| q.thread.as_ref().is_some_and(|t| !t.is_finished()))
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats::default();
+        for q in &self.queues {
+            let st = &q.stats;
+            let n = |i: usize| st.ops[i].load(Ordering::Relaxed);
+            s.reads += n(0);
+            s.writes += n(1);
+            s.flushes += n(2);
+            s.discards += n(3);
+            s.write_zeroes += n(4);
+            s.other += n(5);
+            s.errors += st.errors.load(Ordering::Relaxed);
+            s.anomalies += st.anomalies.load(Ordering::Relaxed);
+        }
+        s
+    }
+
+    /// Stops the device (STOP_DEV: the block device goes away once in-flight I/O is
+    /// answered), ends the queue threads and deletes it (DEL_DEV). A device already deleted
+    /// from outside is not an error.
+    pub fn stop(mut self) -> Result<()> {
+        self.shut_down()
+    }
+
+    fn bring_up<T: Target>(&mut self, geometry: &Geometry, target: Arc<T>) -> Result<()> {
+        let id = self.id();
+        let params = geometry.params(self.info.max_io_bytes())?;
+        self.ctrl.set_params(id, &params)?;
+
+        let char_path = self.char_dev_path();
+        if !wait_for_path(&char_path, NODE_TIMEOUT) {
+            return Err(Error::io(
+                format!("waiting for {}", char_path.display()),
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
+        let char_dev: Arc<OwnedFd> = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&char_path)
+                .map_err(|e| Error::io(format!("opening {}", char_path.display()), e))?
+                .into(),
+        );
+
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let encoding = self.ctrl.control().encoding();
+        for q_id in 0..self.info.queues() {
+            let spec = QueueSpec {
+                dev_id: id,
+                q_id,
+                depth: self.info.queue_depth(),
+                buf_bytes: self.info.max_io_bytes(),
+                encoding,
+                need_get_data: self.info.flags().contains(Features::NEED_GET_DATA),
+                cpus: self.ctrl.queue_affinity(id, q_id)?,
+            };
+            let handle = queue_thread::spawn(
+                spec,
+                Arc::clone(&target),
+                Arc::clone(&char_dev),
+                ready_tx.clone(),
+            )?;
+            self.queues.push(handle);
+        }
+        drop(ready_tx);
+        // Only the queue threads keep the char device open from here: when they end (the
+        // device was deleted from outside), it closes and the deleter's DEL_DEV completes.
+        drop(char_dev);
+
+        let deadline = Instant::now() + self.ctrl.timeout();
+        for _ in 0..self.queues.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match ready_rx.recv_timeout(left) {
+                Ok((_, Ok(()))) => {}
+                Ok((_, Err(e))) => return Err(e),
+                Err(_) => {
+                    return Err(Error::io(
+                        format!("device {id}: waiting for the queues to fetch"),
+                        std::io::Error::from(std::io::ErrorKind::TimedOut),
+                    ));
+                }
+            }
+        }
+        // Every tag has a FETCH_REQ outstanding and each queue thread is (about to be) waiting
+        // for requests: START_DEV can add the disk, whose partition scan they serve.
+        self.ctrl.start(id, ublk_core::sys::getpid())?;
+        self.started = true;
+        // The node appears asynchronously; a caller may open it right after we return.
+        wait_for_path(&self.block_dev_path(), NODE_TIMEOUT);
+        Ok(())
+    }
+
+    /// STOP_DEV (if started), wake and join the queues, DEL_DEV. Runs once; reports the first
+    /// error but does every step.
+    fn shut_down(&mut self) -> Result<()> {
+        if self.finished {
+            return Ok(());
+        }
+        self.finished = true;
+        let id = self.id();
+        let gone = |e: &Error| e.errno() == Some(Errno::ENODEV);
+        let mut first: Option<Error> = None;
+        if self.started {
+            // Waits for in-flight I/O to be answered by the queues, then aborts their fetches.
+            if let Err(e) = self.ctrl.stop(id) {
+                if !gone(&e) {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        // Normally the queues end on their own (all tags aborted); the signal covers a device
+        // that never started, or a driver that left tags outstanding.
+        for q in &self.queues {
+            let _ = q.wake.signal();
+        }
+        for (q_id, q) in self.queues.iter_mut().enumerate() {
+            let Some(thread) = q.thread.take() else {
+                continue;
+            };
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first.get_or_insert(e);
+                }
+                Err(_) => {
+                    first.get_or_insert(Error::Queue {
+                        dev_id: id,
+                        q_id: q_id as u16,
+                        reason: "the queue thread panicked".into(),
+                    });
+                }
+            }
+        }
+        if let Err(e) = self.ctrl.delete(id) {
+            if !gone(&e) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        let _ = self.shut_down();
+    }
+}
+
+fn wait_for_path(path: &Path, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !path.exists() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}

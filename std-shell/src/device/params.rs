@@ -1,0 +1,238 @@
+//! A device's geometry and block-layer attributes, checked and turned into SET_PARAMS.
+
+use ublk_core::abi::{Attrs, UblkParamBasic, UblkParamDiscard, UblkParams};
+
+use crate::error::{Error, Result};
+
+/// DISCARD and WRITE_ZEROES limits. Sizes are in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiscardLimits {
+    /// Discards are in units of this many bytes (a multiple of the logical block size).
+    pub granularity: u32,
+    /// Largest DISCARD in bytes (0: no DISCARD).
+    pub max_discard_bytes: u64,
+    /// Largest WRITE_ZEROES in bytes (0: the kernel writes zeroes with plain writes).
+    pub max_write_zeroes_bytes: u64,
+}
+
+/// What the device looks like to the block layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    /// Bytes; `None` until the builder or the backend says.
+    pub size: Option<u64>,
+    pub logical_block_size: u32,
+    /// `None`: the logical block size.
+    pub physical_block_size: Option<u32>,
+    pub read_only: bool,
+    pub rotational: bool,
+    pub volatile_cache: bool,
+    pub fua: bool,
+    pub discard: Option<DiscardLimits>,
+}
+
+impl Default for Geometry {
+    fn default() -> Self {
+        Geometry {
+            size: None,
+            logical_block_size: 512,
+            physical_block_size: None,
+            read_only: false,
+            rotational: false,
+            volatile_cache: false,
+            fua: false,
+            discard: None,
+        }
+    }
+}
+
+fn block_shift(what: &'static str, bytes: u32, min: u32, max: u32) -> Result<u8> {
+    if !bytes.is_power_of_two() || bytes < min || bytes > max {
+        return Err(Error::invalid(
+            what,
+            format!("must be a power of two in {min}..={max} bytes, got {bytes}"),
+        ));
+    }
+    Ok(bytes.trailing_zeros() as u8)
+}
+
+fn sectors_u32(bytes: u64) -> u32 {
+    u32::try_from(bytes >> 9).unwrap_or(u32::MAX)
+}
+
+impl Geometry {
+    /// The size, checked: set, non-zero and a whole number of logical blocks.
+    pub fn checked_size(&self) -> Result<u64> {
+        let size = self.size.ok_or_else(|| {
+            Error::invalid(
+                "device size",
+                "not set, and the backend has no size of its own",
+            )
+        })?;
+        let lbs = u64::from(self.logical_block_size);
+        if size == 0 || size % lbs != 0 {
+            return Err(Error::invalid(
+                "device size",
+                format!(
+                    "must be a non-zero multiple of the logical block size ({lbs} bytes), got {size}"
+                ),
+            ));
+        }
+        Ok(size)
+    }
+
+    /// SET_PARAMS for this geometry, given the largest I/O the driver granted.
+    pub fn params(&self, max_io_bytes: u32) -> Result<UblkParams> {
+        let page = ublk_core::sys::page_size() as u32;
+        let lbs_shift = block_shift("logical block size", self.logical_block_size, 512, page)?;
+        let pbs = self.physical_block_size.unwrap_or(self.logical_block_size);
+        let pbs_shift = block_shift(
+            "physical block size",
+            pbs,
+            self.logical_block_size,
+            256 << 20,
+        )?;
+        let size = self.checked_size()?;
+        if self.fua && !self.volatile_cache {
+            return Err(Error::invalid(
+                "FUA",
+                "needs a volatile write cache (without one every write is durable already)",
+            ));
+        }
+        if max_io_bytes < page {
+            return Err(Error::invalid(
+                "max I/O size",
+                format!("the driver granted {max_io_bytes} bytes, less than a page"),
+            ));
+        }
+        let mut attrs = Attrs::empty();
+        for (on, attr) in [
+            (self.read_only, Attrs::READ_ONLY),
+            (self.rotational, Attrs::ROTATIONAL),
+            (self.volatile_cache, Attrs::VOLATILE_CACHE),
+            (self.fua, Attrs::FUA),
+        ] {
+            if on {
+                attrs |= attr;
+            }
+        }
+        let mut params = UblkParams::new().with_basic(UblkParamBasic {
+            attrs,
+            logical_bs_shift: lbs_shift,
+            physical_bs_shift: pbs_shift,
+            io_opt_shift: pbs_shift,
+            io_min_shift: pbs_shift,
+            max_sectors: max_io_bytes >> 9,
+            chunk_sectors: 0,
+            dev_sectors: size >> 9,
+            virt_boundary_mask: 0,
+        });
+        if let Some(d) = self.discard {
+            if d.granularity == 0 || d.granularity % self.logical_block_size != 0 {
+                return Err(Error::invalid(
+                    "discard granularity",
+                    format!(
+                        "must be a non-zero multiple of the logical block size ({}), got {}",
+                        self.logical_block_size, d.granularity
+                    ),
+                ));
+            }
+            params = params.with_discard(UblkParamDiscard {
+                discard_alignment: 0,
+                discard_granularity: d.granularity,
+                max_discard_sectors: sectors_u32(d.max_discard_bytes),
+                max_write_zeroes_sectors: sectors_u32(d.max_write_zeroes_bytes),
+                max_discard_segments: 1,
+                reserved0: 0,
+            });
+        }
+        Ok(params)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ublk_core::abi::ParamTypes;
+
+    fn geometry(size: u64) -> Geometry {
+        Geometry {
+            size: Some(size),
+            ..Geometry::default()
+        }
+    }
+
+    #[test]
+    fn params_carry_the_geometry() {
+        let g = Geometry {
+            logical_block_size: 4096,
+            volatile_cache: true,
+            fua: true,
+            read_only: true,
+            discard: Some(DiscardLimits {
+                granularity: 4096,
+                max_discard_bytes: 1 << 45,
+                max_write_zeroes_bytes: 1 << 20,
+            }),
+            ..geometry(1 << 30)
+        };
+        let p = g.params(512 << 10).unwrap();
+        assert_eq!(p.types, ParamTypes::BASIC | ParamTypes::DISCARD);
+        assert_eq!(p.basic.dev_sectors, (1 << 30) >> 9);
+        assert_eq!(p.basic.logical_bs_shift, 12);
+        assert_eq!(p.basic.physical_bs_shift, 12);
+        assert_eq!(p.basic.max_sectors, 1024);
+        assert_eq!(
+            p.basic.attrs,
+            Attrs::READ_ONLY | Attrs::VOLATILE_CACHE | Attrs::FUA
+        );
+        assert_eq!(p.discard.max_discard_sectors, u32::MAX, "clamped");
+        assert_eq!(p.discard.max_write_zeroes_sectors, 2048);
+        assert_eq!(p.discard.max_discard_segments, 1);
+    }
+
+    #[test]
+    fn bad_geometry_is_refused_by_name() {
+        let cases: [(Geometry, &str); 7] = [
+            (Geometry::default(), "device size: not set"),
+            (geometry(0), "device size: must be a non-zero multiple"),
+            (geometry(1000), "device size: must be a non-zero multiple"),
+            (
+                Geometry {
+                    logical_block_size: 768,
+                    ..geometry(1 << 20)
+                },
+                "logical block size: must be a power of two",
+            ),
+            (
+                Geometry {
+                    logical_block_size: 4096,
+                    physical_block_size: Some(512),
+                    ..geometry(1 << 20)
+                },
+                "physical block size",
+            ),
+            (
+                Geometry {
+                    fua: true,
+                    ..geometry(1 << 20)
+                },
+                "FUA: needs a volatile write cache",
+            ),
+            (
+                Geometry {
+                    discard: Some(DiscardLimits {
+                        granularity: 100,
+                        max_discard_bytes: 1 << 20,
+                        max_write_zeroes_bytes: 0,
+                    }),
+                    ..geometry(1 << 20)
+                },
+                "discard granularity",
+            ),
+        ];
+        for (g, want) in cases {
+            let msg = g.params(512 << 10).unwrap_err().to_string();
+            assert!(msg.contains(want), "{msg:?} should contain {want:?}");
+        }
+    }
+}

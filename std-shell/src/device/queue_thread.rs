@@ -1,0 +1,297 @@
+//! One thread per queue: set up, fetch every tag, say "ready", then serve until the driver
+//! aborts the tags or the stop signal fires.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::thread::JoinHandle;
+
+use ublk_core::abi::UblksrvIoDesc;
+use ublk_core::abi::uring::{
+    IORING_SETUP_COOP_TASKRUN, IORING_SETUP_DEFER_TASKRUN, IORING_SETUP_SINGLE_ISSUER,
+};
+use ublk_core::{
+    Errno, Event, IoOp, OpEncoding, Queue, QueueConfig, QueueError, RingError, TagSlot,
+};
+
+use crate::backend::{IoContext, Reply, Request, Target, TargetQueue};
+use crate::error::{Error, Result};
+use crate::os::{self, EventFd};
+
+/// What a queue thread needs to know.
+#[derive(Clone, Debug)]
+pub(crate) struct QueueSpec {
+    pub dev_id: u32,
+    pub q_id: u16,
+    pub depth: u16,
+    pub buf_bytes: u32,
+    pub encoding: OpEncoding,
+    pub need_get_data: bool,
+    /// CPUs to pin the thread to (GET_QUEUE_AFFINITY); empty: no pinning.
+    pub cpus: Vec<usize>,
+}
+
+/// Counters a queue thread keeps and anyone may read.
+#[derive(Debug, Default)]
+pub(crate) struct QueueStats {
+    /// Requests by operation: read, write, flush, discard, write-zeroes, other.
+    pub ops: [AtomicU64; 6],
+    /// Requests answered with an error.
+    pub errors: AtomicU64,
+    /// Refused tag transitions and completions the queue could not place.
+    pub anomalies: AtomicU64,
+}
+
+impl QueueStats {
+    fn count(&self, op: IoOp) {
+        let i = match op {
+            IoOp::Read => 0,
+            IoOp::Write => 1,
+            IoOp::Flush => 2,
+            IoOp::Discard => 3,
+            IoOp::WriteZeroes => 4,
+            _ => 5,
+        };
+        self.ops[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A running queue thread, as the device sees it.
+#[derive(Debug)]
+pub(crate) struct QueueHandle {
+    pub thread: Option<JoinHandle<Result<()>>>,
+    pub wake: EventFd,
+    pub stats: Arc<QueueStats>,
+}
+
+/// Starts queue `spec.q_id`'s thread. It reports on `ready` once its fetches are submitted
+/// (or why it could not get there).
+pub(crate) fn spawn<T: Target>(
+    spec: QueueSpec,
+    target: Arc<T>,
+    char_dev: Arc<OwnedFd>,
+    ready: Sender<(u16, Result<()>)>,
+) -> Result<QueueHandle> {
+    let wake = EventFd::new()
+        .map_err(|e| Error::io(format!("creating queue {}'s stop eventfd", spec.q_id), e))?;
+    let wake_fd = wake.raw();
+    let stats = Arc::new(QueueStats::default());
+    let thread_stats = Arc::clone(&stats);
+    let name = format!("ublk{}q{}", spec.dev_id, spec.q_id);
+    let thread = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || run(spec, &*target, char_dev, wake_fd, &thread_stats, ready))
+        .map_err(|e| Error::io(format!("spawning thread {name}"), e))?;
+    Ok(QueueHandle {
+        thread: Some(thread),
+        wake,
+        stats,
+    })
+}
+
+fn run<T: Target>(
+    spec: QueueSpec,
+    target: &T,
+    char_dev: Arc<OwnedFd>,
+    wake_fd: libc::c_int,
+    stats: &QueueStats,
+    ready: Sender<(u16, Result<()>)>,
+) -> Result<()> {
+    let fail = |reason: String| Error::Queue {
+        dev_id: spec.dev_id,
+        q_id: spec.q_id,
+        reason,
+    };
+    // Declared before the queue, which borrows them.
+    let slots: Vec<TagSlot> = (0..spec.depth).map(|_| TagSlot::NEW).collect();
+    let mut files = vec![char_dev.as_raw_fd()];
+    let setup = (|| {
+        os::set_io_flusher().map_err(|e| fail(format!("PR_SET_IO_FLUSHER: {e}")))?;
+        os::set_affinity(&spec.cpus)
+            .map_err(|e| fail(format!("pinning to CPUs {:?}: {e}", spec.cpus)))?;
+        let target_queue = target
+            .open_queue(spec.q_id)
+            .map_err(|e| fail(format!("the target could not open the queue: {e}")))?;
+        files.extend(target.files());
+        let queue = open_queue(&spec, &files, &slots)
+            .and_then(|mut q| {
+                q.arm_wake(wake_fd)?;
+                q.fetch_all()?;
+                q.submit()?;
+                Ok(q)
+            })
+            .map_err(|e| fail(format!("setting up: {e}")))?;
+        Ok((queue, target_queue))
+    })();
+    let (mut queue, mut target_queue) = match setup {
+        Ok(parts) => parts,
+        Err(e) => {
+            // The device learns why from `ready`; the join result need not say it twice.
+            let _ = ready.send((spec.q_id, Err(e)));
+            return Ok(());
+        }
+    };
+    let _ = ready.send((spec.q_id, Ok(())));
+    drop(ready);
+
+    let result = serve(&mut queue, &mut target_queue, stats, spec.buf_bytes);
+    let anomalies = queue.tags().invalid_transitions() + queue.unexpected_completions();
+    stats.anomalies.store(anomalies, Ordering::Relaxed);
+    // The queue (and its ring, which holds /dev/ublkcN too) goes before our reference to
+    // the char device, so the last one closed lets DEL_DEV finish.
+    drop(queue);
+    drop(char_dev);
+    result.map_err(fail)
+}
+
+/// The queue's ring: task work deferred to our own waits (one batch per `io_uring_enter`),
+/// falling back to a plain ring on kernels without DEFER_TASKRUN (before 6.1).
+fn open_queue<'t>(
+    spec: &QueueSpec,
+    files: &[libc::c_int],
+    slots: &'t [TagSlot],
+) -> Result<Queue<'t>, QueueError> {
+    let mut cfg = QueueConfig::new(spec.q_id, spec.depth, spec.buf_bytes, spec.encoding);
+    cfg.need_get_data = spec.need_get_data;
+    cfg.ring_flags =
+        IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+    match Queue::new(cfg, files, slots) {
+        Err(QueueError::Ring(RingError::Setup(Errno::EINVAL))) => {
+            cfg.ring_flags = 0;
+            Queue::new(cfg, files, slots)
+        }
+        other => other,
+    }
+}
+
+/// Checks a descriptor and turns it into a [`Request`]; `Err(errno)` answers it at once.
+fn decode(tag: u16, desc: &UblksrvIoDesc, buf_len: usize) -> Result<Request, i32> {
+    let op = desc.op().map_err(|_| -libc::EOPNOTSUPP)?;
+    if op == IoOp::Flush {
+        // A flush has no position: the block layer leaves its sector at -1.
+        return Ok(Request {
+            tag,
+            op,
+            flags: desc.flags(),
+            offset: 0,
+            len: 0,
+        });
+    }
+    let offset = desc.start_sector.checked_mul(512).ok_or(-libc::EIO)?;
+    let len = u64::from(desc.nr_sectors) * 512;
+    if matches!(op, IoOp::Read | IoOp::Write) && len > buf_len as u64 {
+        // The driver splits requests at max_sectors; a larger one would overrun the buffer.
+        return Err(-libc::EIO);
+    }
+    Ok(Request {
+        tag,
+        op,
+        flags: desc.flags(),
+        offset,
+        len,
+    })
+}
+
+/// The loop: one `io_uring_enter` sends the answers and waits; then every completion is
+/// handled. Ends when every tag is aborted (the device stopped) or the stop signal fires.
+fn serve<Q: TargetQueue>(
+    queue: &mut Queue<'_>,
+    target: &mut Q,
+    stats: &QueueStats,
+    buf_bytes: u32,
+) -> std::result::Result<(), String> {
+    let mut failure: Option<QueueError> = None;
+    let mut refused: Option<String> = None;
+    let buf_len = buf_bytes as usize;
+    loop {
+        queue.wait().map_err(|e| format!("waiting for I/O: {e}"))?;
+        while let Some(event) = queue.next_event() {
+            match event {
+                Event::Request { tag, desc } => {
+                    let reply = match decode(tag, &desc, buf_len) {
+                        Ok(req) => {
+                            stats.count(req.op);
+                            target.serve(&req, &mut IoContext::new(queue, &mut failure))
+                        }
+                        Err(errno) => {
+                            if let Ok(op) = desc.op() {
+                                stats.count(op);
+                            }
+                            Reply::Done(errno)
+                        }
+                    };
+                    if let Reply::Done(result) = reply {
+                        if result < 0 {
+                            stats.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if let Err(e) = queue.complete(tag, result) {
+                            failure.get_or_insert(e);
+                        }
+                    }
+                }
+                Event::TargetDone {
+                    tag,
+                    cookie,
+                    result,
+                    ..
+                } => target.op_done(
+                    tag,
+                    cookie,
+                    result,
+                    &mut IoContext::new(queue, &mut failure),
+                ),
+                Event::Refused { tag, cmd, errno } => {
+                    refused
+                        .get_or_insert(format!("the driver refused {cmd} for tag {tag}: {errno}"));
+                }
+                Event::Wake => return refused.map_or(Ok(()), Err),
+                Event::Aborted { .. } | Event::Unexpected { .. } => {}
+            }
+            if let Some(e) = failure.take() {
+                return Err(format!("serving I/O: {e}"));
+            }
+        }
+        if queue.is_finished() {
+            return refused.map_or(Ok(()), Err);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ublk_core::abi::IoFlags;
+
+    fn desc(op: u8, flags: u32, start: u64, sectors: u32) -> UblksrvIoDesc {
+        UblksrvIoDesc {
+            op_flags: u32::from(op) | flags,
+            nr_sectors: sectors,
+            start_sector: start,
+            addr: 0,
+        }
+    }
+
+    #[test]
+    fn requests_decode_in_bytes() {
+        let r = decode(3, &desc(1, 1 << 13, 8, 8), 4096).unwrap();
+        assert_eq!((r.tag, r.op, r.offset, r.len), (3, IoOp::Write, 4096, 4096));
+        assert!(r.flags.contains(IoFlags::FUA));
+        // A discard may be far larger than the buffer.
+        let r = decode(0, &desc(3, 0, 0, u32::MAX), 4096).unwrap();
+        assert_eq!(r.len, u64::from(u32::MAX) * 512);
+    }
+
+    #[test]
+    fn bad_descriptors_get_an_errno_not_a_panic() {
+        assert_eq!(decode(0, &desc(0, 0, 0, 9), 4096), Err(-libc::EIO));
+        assert_eq!(decode(0, &desc(99, 0, 0, 1), 4096), Err(-libc::EOPNOTSUPP));
+        assert_eq!(decode(0, &desc(0, 0, u64::MAX, 1), 4096), Err(-libc::EIO));
+    }
+
+    #[test]
+    fn a_flush_has_no_position() {
+        let r = decode(1, &desc(2, 0, u64::MAX, 0), 4096).unwrap();
+        assert_eq!((r.op, r.offset, r.len), (IoOp::Flush, 0, 0));
+    }
+}

@@ -1,0 +1,67 @@
+//! The few system calls the shell makes outside the ublk protocol: an eventfd to wake a
+//! queue, the queue thread's I/O-flusher flag and CPU affinity.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// An eventfd: writing to it wakes whoever reads it (a queue's stop signal).
+#[derive(Debug)]
+pub(crate) struct EventFd(OwnedFd);
+
+impl EventFd {
+    pub(crate) fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd takes no pointers; a non-negative result is a new descriptor we own.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nothing else.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub(crate) fn raw(&self) -> libc::c_int {
+        self.0.as_raw_fd()
+    }
+
+    /// Adds 1 to the counter: the reader wakes.
+    pub(crate) fn signal(&self) -> io::Result<()> {
+        use std::io::Write;
+        let mut f = File::from(self.0.try_clone()?);
+        f.write_all(&1u64.to_ne_bytes())
+    }
+}
+
+/// `PR_SET_IO_FLUSHER` from `<linux/prctl.h>` (Linux 5.6); the `libc` crate does not name it.
+const PR_SET_IO_FLUSHER: libc::c_int = 57;
+
+/// Marks the calling thread as one that cleans dirty pages (`PR_SET_IO_FLUSHER`): its memory
+/// allocations then never wait on I/O, which would deadlock when the I/O is its own device's.
+pub(crate) fn set_io_flusher() -> io::Result<()> {
+    // SAFETY: prctl with PR_SET_IO_FLUSHER takes plain integers.
+    let ret = unsafe { libc::prctl(PR_SET_IO_FLUSHER, 1 as libc::c_ulong, 0, 0, 0) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Pins the calling thread to `cpus` (ignored when empty).
+pub(crate) fn set_affinity(cpus: &[usize]) -> io::Result<()> {
+    if cpus.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: cpu_set_t is a plain bit array; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let capacity = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    for &cpu in cpus.iter().filter(|&&c| c < capacity) {
+        // SAFETY: `cpu` is below the set's capacity (filtered), so the bit is inside `set`.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
+    let ret = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! Running fio against a device, and the small I/O helpers the tests share.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+use crate::harness::NotPassed;
+
+/// A fio job on `dev`: 4 KiB, direct, io_uring, time-based for `secs` seconds.
+pub fn job(dev: &Path, rw: &str, iodepth: u32, secs: u32) -> Command {
+    let mut cmd = Command::new("fio");
+    cmd.args([
+        "--name=e2e",
+        "--ioengine=io_uring",
+        "--direct=1",
+        "--bs=4k",
+        "--time_based",
+        "--output-format=terse",
+        "--terse-version=3",
+    ])
+    .arg(format!("--filename={}", dev.display()))
+    .arg(format!("--rw={rw}"))
+    .arg(format!("--iodepth={iodepth}"))
+    .arg(format!("--runtime={secs}"))
+    .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs a fio job to its end; fails unless fio exits 0 and reports no error and some I/O.
+pub fn run(mut cmd: Command) -> Result<FioResult, NotPassed> {
+    let out = cmd
+        .output()
+        .map_err(|e| NotPassed::Failed(format!("running fio: {e}")))?;
+    let result = FioResult::parse(&out).map_err(NotPassed::Failed)?;
+    if !out.status.success() || result.error != 0 {
+        return Err(NotPassed::Failed(format!(
+            "fio failed ({}, error {}): {}",
+            out.status,
+            result.error,
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    if result.read_ios + result.write_ios == 0 {
+        return Err(NotPassed::Failed("fio did no I/O".into()));
+    }
+    Ok(result)
+}
+
+/// Starts a fio job in the background.
+pub fn spawn(mut cmd: Command) -> Result<Child, NotPassed> {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| NotPassed::Failed(format!("starting fio: {e}")))
+}
+
+/// What a fio run reported (terse format, version 3).
+#[derive(Debug)]
+pub struct FioResult {
+    /// fio's error field: 0, or the errno of the first error.
+    pub error: i32,
+    /// Read I/Os completed.
+    pub read_ios: u64,
+    /// Write I/Os completed.
+    pub write_ios: u64,
+}
+
+impl FioResult {
+    fn parse(out: &Output) -> Result<FioResult, String> {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("3;"))
+            .ok_or_else(|| {
+                format!(
+                    "no terse result from fio ({}): {}{}",
+                    out.status,
+                    stdout,
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })?;
+        let f: Vec<&str> = line.split(';').collect();
+        // Terse v3: 5 error; read: 6 KiB, 7 bandwidth, 8 IOPS ...; write block starts at 47.
+        // The I/O counts are KiB / 4 (the jobs use 4 KiB blocks).
+        let num = |i: usize| -> Result<u64, String> {
+            f.get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| format!("fio terse field {i} missing or not a number: {line}"))
+        };
+        Ok(FioResult {
+            error: num(4)? as i32,
+            read_ios: num(5)? / 4,
+            write_ios: num(46)? / 4,
+        })
+    }
+}
+
+/// Opens a block device for direct I/O.
+pub fn open_direct(dev: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(dev)
+}
+
+/// A page-aligned buffer of `len` bytes inside `storage` (direct I/O needs aligned memory).
+pub fn aligned(storage: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    storage.clear();
+    storage.resize(len + 4096, 0);
+    let off = storage.as_ptr().align_offset(4096);
+    &mut storage[off..off + len]
+}
