@@ -9,7 +9,11 @@ use crate::error::Result;
 /// but that is missing here is simply not asked for.
 ///
 /// Commands are sent ioctl-encoded where the driver supports it, legacy-encoded otherwise.
-pub const BUILD_FEATURES: Features = Features::CMD_IOCTL_ENCODE;
+/// These are also the flags [`DeviceBuilder::flags`](crate::DeviceBuilder::flags) accepts.
+pub const BUILD_FEATURES: Features = Features::CMD_IOCTL_ENCODE
+    .union(Features::NEED_GET_DATA)
+    .union(Features::URING_CMD_COMP_IN_TASK)
+    .union(Features::NO_AUTO_PART_SCAN);
 
 /// GET_FEATURES on `/dev/ublk-control`: the features the running kernel's ublk driver
 /// supports. Each has a name ([`Features::names`]); bits too new for this build are kept in

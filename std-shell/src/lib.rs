@@ -51,3 +51,8 @@ const _: fn() = || {
     fn send<T: Send>() {}
     send::<Controller>();
 };
+
+// The README's Rust examples compile as doctests, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

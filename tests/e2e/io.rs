@@ -104,6 +104,16 @@ pub const TESTS: &[Test] = &[
         run: bad_settings_add_no_device,
     },
     Test {
+        name: "io::read_only_and_rotational_reach_sysfs",
+        needs: Features::empty(),
+        run: read_only_and_rotational_reach_sysfs,
+    },
+    Test {
+        name: "io::null_example_serves_and_stops_on_sigterm",
+        needs: Features::empty(),
+        run: null_example_serves_and_stops_on_sigterm,
+    },
+    Test {
         name: "io::hundred_cycles_leak_no_fd_or_thread",
         needs: Features::empty(),
         run: hundred_cycles_leak_no_fd_or_thread,
@@ -572,5 +582,75 @@ fn hundred_cycles_leak_no_fd_or_thread() -> TestResult {
     );
     assert!(ublk_char_device_ids().is_empty());
     println!("  100 cycles in {:?}", t0.elapsed());
+    Ok(())
+}
+
+fn read_only_and_rotational_reach_sysfs() -> TestResult {
+    let dev = Device::builder()
+        .read_only(true)
+        .rotational(true)
+        .physical_block_size(4096)
+        .start_target(Null::new(16 * MIB))?;
+    assert_eq!(sysfs_u64(&dev, "ro")?, 1);
+    assert_eq!(sysfs_u64(&dev, "queue/rotational")?, 1);
+    assert_eq!(sysfs_u64(&dev, "queue/physical_block_size")?, 4096);
+    assert_eq!(sysfs_u64(&dev, "queue/logical_block_size")?, 512);
+    // Refused at open or at the write, depending on the kernel; never reaching the server.
+    let mut storage = Vec::new();
+    let write = open_direct(&dev.block_dev_path())
+        .and_then(|f| f.write_all_at(aligned(&mut storage, 4096), 0));
+    assert!(write.is_err(), "a write to a read-only device fails");
+    assert_eq!(dev.stats().writes, 0, "no write reached the server");
+    dev.stop()?;
+    Ok(())
+}
+
+/// The example binary (`examples/null.rs`, in the guest's PATH) as a user runs it: it serves
+/// until SIGTERM, then stops and deletes its device and exits 0.
+fn null_example_serves_and_stops_on_sigterm() -> TestResult {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("null")
+        .args(["--size", "64M", "--queues", "2", "--depth", "32"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io_err("starting examples/null (bin/null in PATH)"))?;
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut first = String::new();
+    stdout
+        .read_line(&mut first)
+        .map_err(io_err("reading its output"))?;
+    let Some(dev) = first
+        .split_whitespace()
+        .find(|w| w.starts_with("/dev/ublkb"))
+        .map(std::path::PathBuf::from)
+    else {
+        let mut err = String::new();
+        let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(failed(format!(
+            "no device in its first line {first:?}; stderr: {err}"
+        )));
+    };
+    let r = fio::run(fio::job(&dev, "randread", 16, 1));
+    // SAFETY: kill takes plain integers; the pid is our own live child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let code = wait_child(&mut child, Duration::from_secs(30))?;
+    let mut rest = String::new();
+    stdout
+        .read_to_string(&mut rest)
+        .map_err(io_err("reading its output"))?;
+    r?;
+    assert_eq!(code, 0, "exit code; output: {first}{rest}");
+    assert!(rest.contains("SIGTERM: stopping device"), "{rest}");
+    assert!(rest.contains("stopped; served"), "{rest}");
+    assert!(
+        wait_for_path(&dev, false, Duration::from_secs(5)),
+        "{} gone",
+        dev.display()
+    );
     Ok(())
 }

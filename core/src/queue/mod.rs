@@ -514,3 +514,48 @@ impl fmt::Debug for Queue<'_> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(depth: u16) -> QueueConfig {
+        QueueConfig::new(0, depth, 4096, OpEncoding::Ioctl)
+    }
+
+    #[test]
+    fn bad_configurations_are_refused_before_any_mapping() {
+        let slots = [TagSlot::NEW, TagSlot::NEW];
+        let cases: [(QueueConfig, &[RawFd], &[TagSlot], &str); 5] = [
+            (config(0), &[0], &slots[..0], "depth"),
+            (config(4097), &[0], &slots, "depth"),
+            (config(1), &[0], &slots, "one tag slot per tag"),
+            (config(2), &[], &slots, "files[0]"),
+            (
+                QueueConfig {
+                    buf_bytes: 0,
+                    ..config(2)
+                },
+                &[0],
+                &slots,
+                "buffer size",
+            ),
+        ];
+        for (cfg, files, tags, want) in cases {
+            match Queue::new(cfg, files, tags) {
+                Err(QueueError::Config(why)) => assert!(why.contains(want), "{why}"),
+                other => panic!("expected a config error about {want}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn used_tag_slots_are_refused() {
+        let slots = [TagSlot::NEW];
+        TagTable::new(&slots).apply(0, TagEvent::Fetch).unwrap();
+        assert_eq!(
+            Queue::new(config(1), &[0], &slots).unwrap_err(),
+            QueueError::Config("tag slots must be fresh (idle)")
+        );
+    }
+}

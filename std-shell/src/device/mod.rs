@@ -18,22 +18,13 @@ use ublk_core::{Errno, Features};
 use crate::backend::{Backend, Blocking, Target};
 use crate::control::{Controller, DeviceInfo, NewDevice};
 use crate::error::{Error, Result};
+use crate::features::BUILD_FEATURES;
 pub use params::DiscardLimits;
 use params::Geometry;
 use queue_thread::{QueueHandle, QueueSpec};
 
 /// How long a device node may take to appear after the driver created it (devtmpfs or udev).
 const NODE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The `UBLK_F_*` flags a device built here may ask for; the others need server support
-/// this library does not have yet.
-const SUPPORTED_FLAGS: Features = Features::NEED_GET_DATA
-    .union(Features::USER_RECOVERY)
-    .union(Features::USER_RECOVERY_REISSUE)
-    .union(Features::USER_RECOVERY_FAIL_IO)
-    .union(Features::URING_CMD_COMP_IN_TASK)
-    .union(Features::CMD_IOCTL_ENCODE)
-    .union(Features::NO_AUTO_PART_SCAN);
 
 /// Builds and starts a [`Device`]. Every setting has a default but the size, which comes from
 /// here or from the backend. Sizes are in bytes.
@@ -130,7 +121,8 @@ impl DeviceBuilder {
         self
     }
 
-    /// Extra `UBLK_F_*` flags: NEED_GET_DATA, the USER_RECOVERY family, NO_AUTO_PART_SCAN.
+    /// Extra `UBLK_F_*` flags, from those this build implements ([`BUILD_FEATURES`]:
+    /// NEED_GET_DATA, NO_AUTO_PART_SCAN, ...); others are refused before ADD_DEV.
     pub fn flags(mut self, flags: Features) -> Self {
         self.new.flags = flags;
         self
@@ -158,7 +150,7 @@ impl DeviceBuilder {
         if self.geometry.size.is_none() {
             self.geometry.size = target.size();
         }
-        let unsupported = self.new.flags - SUPPORTED_FLAGS;
+        let unsupported = self.new.flags - BUILD_FEATURES;
         if !unsupported.is_empty() {
             return Err(Error::invalid(
                 "flags",
@@ -317,6 +309,7 @@ impl Device {
                 q_id,
                 depth: self.info.queue_depth(),
                 buf_bytes: self.info.max_io_bytes(),
+                dev_bytes: geometry.checked_size()?,
                 encoding,
                 need_get_data: self.info.flags().contains(Features::NEED_GET_DATA),
                 cpus: self.ctrl.queue_affinity(id, q_id)?,

@@ -26,6 +26,8 @@ pub(crate) struct QueueSpec {
     pub q_id: u16,
     pub depth: u16,
     pub buf_bytes: u32,
+    /// The device size in bytes: no request may reach past it.
+    pub dev_bytes: u64,
     pub encoding: OpEncoding,
     pub need_get_data: bool,
     /// CPUs to pin the thread to (GET_QUEUE_AFFINITY); empty: no pinning.
@@ -135,7 +137,7 @@ fn run<T: Target>(
     let _ = ready.send((spec.q_id, Ok(())));
     drop(ready);
 
-    let result = serve(&mut queue, &mut target_queue, stats, spec.buf_bytes);
+    let result = serve(&mut queue, &mut target_queue, stats, &spec);
     let anomalies = queue.tags().invalid_transitions() + queue.unexpected_completions();
     stats.anomalies.store(anomalies, Ordering::Relaxed);
     // The queue (and its ring, which holds /dev/ublkcN too) goes before our reference to
@@ -166,7 +168,9 @@ fn open_queue<'t>(
 }
 
 /// Checks a descriptor and turns it into a [`Request`]; `Err(errno)` answers it at once.
-fn decode(tag: u16, desc: &UblksrvIoDesc, buf_len: usize) -> Result<Request, i32> {
+/// The block layer already keeps requests inside the device and the size limit; checking
+/// again here means a backend can index its storage without a bounds panic.
+fn decode(tag: u16, desc: &UblksrvIoDesc, buf_len: usize, dev_bytes: u64) -> Result<Request, i32> {
     let op = desc.op().map_err(|_| -libc::EOPNOTSUPP)?;
     if op == IoOp::Flush {
         // A flush has no position: the block layer leaves its sector at -1.
@@ -184,6 +188,9 @@ fn decode(tag: u16, desc: &UblksrvIoDesc, buf_len: usize) -> Result<Request, i32
         // The driver splits requests at max_sectors; a larger one would overrun the buffer.
         return Err(-libc::EIO);
     }
+    if offset.checked_add(len).is_none_or(|end| end > dev_bytes) {
+        return Err(-libc::EIO);
+    }
     Ok(Request {
         tag,
         op,
@@ -199,17 +206,17 @@ fn serve<Q: TargetQueue>(
     queue: &mut Queue<'_>,
     target: &mut Q,
     stats: &QueueStats,
-    buf_bytes: u32,
+    spec: &QueueSpec,
 ) -> std::result::Result<(), String> {
     let mut failure: Option<QueueError> = None;
     let mut refused: Option<String> = None;
-    let buf_len = buf_bytes as usize;
+    let buf_len = spec.buf_bytes as usize;
     loop {
         queue.wait().map_err(|e| format!("waiting for I/O: {e}"))?;
         while let Some(event) = queue.next_event() {
             match event {
                 Event::Request { tag, desc } => {
-                    let reply = match decode(tag, &desc, buf_len) {
+                    let reply = match decode(tag, &desc, buf_len, spec.dev_bytes) {
                         Ok(req) => {
                             stats.count(req.op);
                             target.serve(&req, &mut IoContext::new(queue, &mut failure))
@@ -274,24 +281,40 @@ mod tests {
 
     #[test]
     fn requests_decode_in_bytes() {
-        let r = decode(3, &desc(1, 1 << 13, 8, 8), 4096).unwrap();
+        let r = decode(3, &desc(1, 1 << 13, 8, 8), 4096, 1 << 40).unwrap();
         assert_eq!((r.tag, r.op, r.offset, r.len), (3, IoOp::Write, 4096, 4096));
         assert!(r.flags.contains(IoFlags::FUA));
         // A discard may be far larger than the buffer.
-        let r = decode(0, &desc(3, 0, 0, u32::MAX), 4096).unwrap();
+        let r = decode(0, &desc(3, 0, 0, u32::MAX), 4096, 1 << 42).unwrap();
         assert_eq!(r.len, u64::from(u32::MAX) * 512);
     }
 
     #[test]
     fn bad_descriptors_get_an_errno_not_a_panic() {
-        assert_eq!(decode(0, &desc(0, 0, 0, 9), 4096), Err(-libc::EIO));
-        assert_eq!(decode(0, &desc(99, 0, 0, 1), 4096), Err(-libc::EOPNOTSUPP));
-        assert_eq!(decode(0, &desc(0, 0, u64::MAX, 1), 4096), Err(-libc::EIO));
+        assert_eq!(decode(0, &desc(0, 0, 0, 9), 4096, 1 << 40), Err(-libc::EIO));
+        assert_eq!(
+            decode(0, &desc(99, 0, 0, 1), 4096, 1 << 40),
+            Err(-libc::EOPNOTSUPP)
+        );
+        assert_eq!(
+            decode(0, &desc(0, 0, u64::MAX, 1), 4096, 1 << 40),
+            Err(-libc::EIO)
+        );
+        // Past the end of a 1 MiB device: the last sector is fine, one more is not.
+        assert!(decode(0, &desc(0, 0, 2047, 1), 4096, 1 << 20).is_ok());
+        assert_eq!(
+            decode(0, &desc(0, 0, 2047, 2), 4096, 1 << 20),
+            Err(-libc::EIO)
+        );
+        assert_eq!(
+            decode(0, &desc(3, 0, 2048, 1), 4096, 1 << 20),
+            Err(-libc::EIO)
+        );
     }
 
     #[test]
     fn a_flush_has_no_position() {
-        let r = decode(1, &desc(2, 0, u64::MAX, 0), 4096).unwrap();
+        let r = decode(1, &desc(2, 0, u64::MAX, 0), 4096, 1 << 40).unwrap();
         assert_eq!((r.op, r.offset, r.len), (IoOp::Flush, 0, 0));
     }
 }
