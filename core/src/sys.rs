@@ -163,14 +163,16 @@ impl Mapping {
         Self::map(fd, len, offset, prot, libc::MAP_SHARED | libc::MAP_POPULATE)
     }
 
-    /// Maps `len` bytes of zeroed, private anonymous memory, readable and writable.
+    /// Maps `len` bytes of zeroed, private anonymous memory, readable and writable. Pages
+    /// are allocated as they are first touched, and no swap is reserved up front
+    /// (`MAP_NORESERVE`), so large, sparsely used areas (I/O buffers) cost only what is used.
     pub fn anonymous(len: usize) -> Result<Mapping, Errno> {
         Self::map(
             -1,
             len,
             0,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
         )
     }
 

@@ -16,11 +16,15 @@
 //! ```
 //!
 //! States live in atomics in memory the caller provides ([`TagSlot`]s, one per tag), so the
-//! table needs no allocation and can be observed (and, later, completed) from other threads
-//! without a lock. Each transition is a compare-and-swap from the state the event expects; an
-//! event that does not fit the current state is a bug in the server or a kernel surprise. It
-//! is rejected, leaves the state unchanged and is counted; debug builds also assert, so tests
-//! catch it. It is never undefined behaviour.
+//! table needs no allocation and can be observed from other threads without a lock. Each
+//! transition is a compare-and-swap from the state the event expects; an event that does not
+//! fit the current state is rejected, leaves the state unchanged and is counted. When the
+//! server caused it (answering a request twice) debug builds also assert, so tests catch it;
+//! when the kernel did (a completion for a tag that has nothing outstanding) it is only
+//! counted. It is never undefined behaviour.
+//!
+//! Only this crate's [`Queue`](crate::Queue) moves tags: its buffer hand-out relies on the
+//! states being true, so outside code can read them but not change them.
 
 use core::fmt;
 use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -216,14 +220,30 @@ impl<'a> TagTable<'a> {
         Some(TagState::from_u8(slot.0.load(Ordering::Acquire)))
     }
 
-    /// Applies `event` to `tag` and returns the new state. An event the state does not allow
-    /// changes nothing, is counted in [`invalid_transitions`](Self::invalid_transitions), and
-    /// panics in debug builds (a server bug must not pass tests unnoticed).
-    pub fn apply(&self, tag: u16, event: TagEvent) -> Result<TagState, InvalidTransition> {
+    /// Applies a server action `event` to `tag` and returns the new state. An event the state
+    /// does not allow changes nothing, is counted in
+    /// [`invalid_transitions`](Self::invalid_transitions), and panics in debug builds (a
+    /// server bug must not pass tests unnoticed).
+    pub(crate) fn apply(&self, tag: u16, event: TagEvent) -> Result<TagState, InvalidTransition> {
         let result = self.try_apply(tag, event);
         if let Err(e) = result {
             self.invalid.fetch_add(1, Ordering::Relaxed);
             debug_assert!(false, "ublk tag state machine: {e}");
+        }
+        result
+    }
+
+    /// Applies what a kernel completion says happened: like [`apply`](Self::apply) but a
+    /// refusal is only counted, since input from the kernel must not panic even in debug
+    /// builds.
+    pub(crate) fn apply_completion(
+        &self,
+        tag: u16,
+        event: TagEvent,
+    ) -> Result<TagState, InvalidTransition> {
+        let result = self.try_apply(tag, event);
+        if result.is_err() {
+            self.invalid.fetch_add(1, Ordering::Relaxed);
         }
         result
     }
@@ -254,8 +274,18 @@ impl<'a> TagTable<'a> {
 
     /// How many tags are in `state`.
     pub fn count(&self, state: TagState) -> usize {
-        (0..self.slots.len())
-            .filter(|&i| self.state(i as u16) == Some(state))
+        self.count_where(|s| s == state)
+    }
+
+    /// How many tags have a command with the kernel.
+    pub fn with_kernel(&self) -> usize {
+        self.count_where(TagState::with_kernel)
+    }
+
+    fn count_where(&self, f: impl Fn(TagState) -> bool) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| f(TagState::from_u8(s.0.load(Ordering::Acquire))))
             .count()
     }
 }
@@ -312,6 +342,16 @@ mod tests {
         assert_eq!(seen, allowed.len());
         // The owner of a request is never the kernel, and vice versa.
         assert!(!S::Owned.with_kernel() && S::Committing.with_kernel());
+    }
+
+    #[test]
+    fn kernel_completions_that_do_not_fit_are_counted_not_asserted() {
+        let slots = [TagSlot::NEW];
+        let t = TagTable::new(&slots);
+        assert!(t.apply_completion(0, TagEvent::Request).is_err());
+        assert!(t.apply_completion(9, TagEvent::Abort).is_err());
+        assert_eq!(t.invalid_transitions(), 2);
+        assert_eq!(t.state(0), Some(TagState::Idle));
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! The few system calls the shell makes outside the ublk protocol: an eventfd to wake a
 //! queue, the queue thread's I/O-flusher flag and CPU affinity.
 
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -24,11 +23,16 @@ impl EventFd {
         self.0.as_raw_fd()
     }
 
-    /// Adds 1 to the counter: the reader wakes.
+    /// Adds 1 to the counter: the reader wakes. Needs no new descriptor, so it works when
+    /// the process is out of them (which may be the error being cleaned up).
     pub(crate) fn signal(&self) -> io::Result<()> {
-        use std::io::Write;
-        let mut f = File::from(self.0.try_clone()?);
-        f.write_all(&1u64.to_ne_bytes())
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live local array to our own descriptor.
+        let n = unsafe { libc::write(self.raw(), one.as_ptr().cast(), one.len()) };
+        if n != one.len() as isize {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 }
 
@@ -46,14 +50,14 @@ pub(crate) fn set_io_flusher() -> io::Result<()> {
     Ok(())
 }
 
-/// Pins the calling thread to `cpus` (ignored when empty).
+/// Pins the calling thread to `cpus` (ignored when none fits a `cpu_set_t`).
 pub(crate) fn set_affinity(cpus: &[usize]) -> io::Result<()> {
-    if cpus.is_empty() {
+    let capacity = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    if !cpus.iter().any(|&c| c < capacity) {
         return Ok(());
     }
     // SAFETY: cpu_set_t is a plain bit array; all-zero is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let capacity = 8 * std::mem::size_of::<libc::cpu_set_t>();
     for &cpu in cpus.iter().filter(|&&c| c < capacity) {
         // SAFETY: `cpu` is below the set's capacity (filtered), so the bit is inside `set`.
         unsafe { libc::CPU_SET(cpu, &mut set) };

@@ -217,3 +217,34 @@ fn bad_sizes_are_typed_errors() {
         Some(RingError::Setup(Errno::EINVAL))
     );
 }
+
+/// The queue's stop signal: a poll on an eventfd completes once another thread writes it.
+#[test]
+fn poll_add_completes_when_an_eventfd_is_written() {
+    // SAFETY: eventfd takes no pointers; we own the returned descriptor and close it below.
+    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    assert!(efd >= 0);
+    let mut ring = nop_ring(4);
+    // SAFETY: a poll points at no memory.
+    unsafe { ring.push(&Sqe64::poll_add(Target::Fd(efd), libc::POLLIN as u16, 7)) }.unwrap();
+    ring.submit().unwrap();
+    let pending = ring.submit_and_wait_timeout(1, Duration::from_millis(50));
+    assert_eq!(pending, Err(RingError::TimedOut), "nothing written yet");
+    let writer = std::thread::spawn(move || {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live array to the eventfd.
+        unsafe { libc::write(efd, one.as_ptr().cast(), 8) }
+    });
+    assert_eq!(writer.join().unwrap(), 8);
+    ring.submit_and_wait_timeout(1, Duration::from_secs(5))
+        .unwrap();
+    let cqe = ring.pop().unwrap();
+    assert_eq!(cqe.user_data, 7);
+    assert!(
+        cqe.res & i32::from(libc::POLLIN) != 0,
+        "POLLIN fired: {}",
+        cqe.res
+    );
+    // SAFETY: closes the descriptor created above, used by nothing else now.
+    unsafe { libc::close(efd) };
+}

@@ -14,6 +14,9 @@ pub const IORING_OP_FSYNC: u8 = 3;
 pub const IORING_OP_READ_FIXED: u8 = 4;
 /// `IORING_OP_WRITE_FIXED`
 pub const IORING_OP_WRITE_FIXED: u8 = 5;
+/// `IORING_OP_POLL_ADD`: completes when the file becomes ready (`poll32_events` in
+/// `op_flags`).
+pub const IORING_OP_POLL_ADD: u8 = 6;
 /// `IORING_OP_ASYNC_CANCEL`: cancel the request whose `user_data` is in `addr`.
 pub const IORING_OP_ASYNC_CANCEL: u8 = 14;
 /// `IORING_OP_FALLOCATE`

@@ -17,6 +17,7 @@
 mod user_data;
 
 use core::fmt;
+use core::mem::ManuallyDrop;
 
 use crate::abi::io::{UBLK_IO_RES_ABORT, UBLK_IO_RES_NEED_GET_DATA, UBLK_IO_RES_OK};
 use crate::abi::io::{desc_area_stride, desc_mmap_offset};
@@ -153,12 +154,15 @@ pub struct Queue<'t> {
     tags: TagTable<'t>,
     /// The driver's descriptor array for this queue, read-only.
     descs: Mapping,
-    /// `depth` buffers of `buf_stride` bytes, then the stop signal's 8-byte read target.
-    bufs: Mapping,
+    /// `depth` buffers of `buf_stride` bytes. Unmapped on drop only when no operation that
+    /// may write them is outstanding (see `Drop`).
+    bufs: ManuallyDrop<Mapping>,
     buf_stride: usize,
     cfg: QueueConfig,
     /// Tags aborted or refused: the queue is finished when all are.
     ended: u16,
+    /// Target operations pushed and not yet completed.
+    target_in_flight: u64,
     unexpected: u64,
 }
 
@@ -211,7 +215,6 @@ impl<'t> Queue<'t> {
         let buf_stride = (cfg.buf_bytes as usize).next_multiple_of(page);
         let bufs_len = buf_stride
             .checked_mul(depth)
-            .and_then(|n| n.checked_add(page))
             .ok_or(QueueError::Config("I/O buffers exceed the address space"))?;
         let bufs = Mapping::anonymous(bufs_len).map_err(|errno| QueueError::Map {
             what: "I/O buffers",
@@ -232,10 +235,11 @@ impl<'t> Queue<'t> {
             ring,
             tags: table,
             descs,
-            bufs,
+            bufs: ManuallyDrop::new(bufs),
             buf_stride,
             cfg,
             ended: 0,
+            target_in_flight: 0,
             unexpected: 0,
         })
     }
@@ -289,12 +293,11 @@ impl<'t> Queue<'t> {
         )
     }
 
-    /// Pushes a driver command. Its only pointer is the tag's buffer, which lives in `bufs`
-    /// until the queue (and its ring, dropped first) is gone.
+    /// Pushes a driver command. Its only pointer is the tag's buffer in `bufs`.
     fn push_cmd(&mut self, sqe: Sqe64) -> Result<(), QueueError> {
-        // SAFETY: the command's `addr` is this tag's buffer inside `self.bufs`, which outlives
-        // the ring (field order drops the ring first, and closing it ends the command); while
-        // the command is out, the tag is not Owned, so safe code cannot reach the buffer.
+        // SAFETY: the command's `addr` is this tag's buffer inside `self.bufs`. While the
+        // command is out the tag is not Owned, so safe code cannot reach the buffer, and
+        // `Drop` leaves `bufs` mapped if the queue ends with it still out.
         unsafe { self.push(&sqe) }
     }
 
@@ -329,14 +332,17 @@ impl<'t> Queue<'t> {
         Ok(())
     }
 
-    /// Arms the stop signal: a read of 8 bytes from `eventfd`. Writing to that eventfd from
-    /// any thread makes this queue's next events include [`Event::Wake`], so a queue can be
-    /// stopped even if the driver never aborts its tags. Arm it once.
+    /// Arms the stop signal: a poll for `eventfd` to become readable. Writing to that
+    /// eventfd from any thread makes this queue's next events include [`Event::Wake`], so a
+    /// queue can be stopped even if the driver never aborts its tags. Arm it once; `eventfd`
+    /// must stay open while the queue lives.
     pub fn arm_wake(&mut self, eventfd: RawFd) -> Result<(), QueueError> {
-        let target = self.buf_addr(self.cfg.depth);
-        let sqe = Sqe64::read(Target::Fd(eventfd), target, 8, 0, UserData::Wake.encode());
-        // SAFETY: the 8 bytes after the last tag buffer belong to no tag and are used by
-        // nothing else; they live in `self.bufs`, which outlives the ring.
+        let sqe = Sqe64::poll_add(
+            Target::Fd(eventfd),
+            libc::POLLIN as u16,
+            UserData::Wake.encode(),
+        );
+        // SAFETY: a poll points at no memory.
         unsafe { self.push(&sqe) }
     }
 
@@ -380,6 +386,7 @@ impl<'t> Queue<'t> {
         let (cmd, tag) = match UserData::decode(cqe.user_data) {
             Some(UserData::Cmd { cmd, tag }) if tag < self.cfg.depth => (cmd, tag),
             Some(UserData::Target { tag, cookie }) if tag < self.cfg.depth => {
+                self.target_in_flight = self.target_in_flight.saturating_sub(1);
                 return Some(Event::TargetDone {
                     tag,
                     cookie,
@@ -392,7 +399,7 @@ impl<'t> Queue<'t> {
         };
         match cqe.res {
             UBLK_IO_RES_OK => {
-                if self.tags.apply(tag, TagEvent::Request).is_err() {
+                if self.tags.apply_completion(tag, TagEvent::Request).is_err() {
                     return self.unexpected(&cqe);
                 }
                 Some(Event::Request {
@@ -401,13 +408,19 @@ impl<'t> Queue<'t> {
                 })
             }
             UBLK_IO_RES_NEED_GET_DATA if self.cfg.need_get_data => {
-                if self.tags.apply(tag, TagEvent::NeedData).is_err() {
+                if self.tags.apply_completion(tag, TagEvent::NeedData).is_err() {
                     return self.unexpected(&cqe);
                 }
                 let sqe = self.io_cmd(IoCmd::NeedGetData, tag, 0);
                 match self.push_cmd(sqe) {
                     Ok(()) => None,
-                    Err(_) => self.end_tag(tag, Some((IoCmd::NeedGetData, Errno::EAGAIN))),
+                    Err(e) => {
+                        let errno = match e {
+                            QueueError::Ring(RingError::Enter(errno)) => errno,
+                            _ => Errno::EIO,
+                        };
+                        self.end_tag(tag, Some((IoCmd::NeedGetData, errno)))
+                    }
                 }
             }
             UBLK_IO_RES_ABORT => self.end_tag(tag, None),
@@ -420,9 +433,16 @@ impl<'t> Queue<'t> {
 
     /// The driver ended `tag` (an abort, or a refusal of `refused`'s command).
     fn end_tag(&mut self, tag: u16, refused: Option<(IoCmd, Errno)>) -> Option<Event> {
-        if self.tags.apply(tag, TagEvent::Abort).is_err() {
+        if self.tags.apply_completion(tag, TagEvent::Abort).is_err() {
             self.unexpected += 1;
-            return None;
+            return Some(Event::Unexpected {
+                user_data: UserData::Cmd {
+                    cmd: refused.map_or(IoCmd::FetchReq, |r| r.0),
+                    tag,
+                }
+                .encode(),
+                result: refused.map_or(UBLK_IO_RES_ABORT, |r| -r.1.0),
+            });
         }
         self.ended += 1;
         Some(match refused {
@@ -488,9 +508,10 @@ impl<'t> Queue<'t> {
     /// carrying `cookie`. The SQE's `user_data` is overwritten.
     ///
     /// # Safety
-    /// As [`Ring::push`](crate::Ring::push): whatever the SQE points at (usually
-    /// [`Queue::buffer_ptr`] of an Owned tag) stays valid until the completion is reaped or
-    /// the queue is dropped.
+    /// Whatever the SQE points at stays valid, and untouched by anything else, until its
+    /// completion is reaped; if the queue is dropped before that, for ever (the queue itself
+    /// then leaves its buffers mapped). Pointing at [`Queue::buffer_ptr`] of an Owned tag
+    /// meets this for the buffer.
     pub unsafe fn push_target(
         &mut self,
         mut sqe: Sqe64,
@@ -499,7 +520,29 @@ impl<'t> Queue<'t> {
     ) -> Result<(), QueueError> {
         sqe.user_data = UserData::Target { tag, cookie }.encode();
         // SAFETY: forwarded to the caller.
-        unsafe { self.push(&sqe) }
+        unsafe { self.push(&sqe) }?;
+        self.target_in_flight += 1;
+        Ok(())
+    }
+
+    /// Operations that may still write this queue's buffers: driver commands out and target
+    /// operations not yet completed.
+    pub fn outstanding(&self) -> u64 {
+        self.tags.with_kernel() as u64 + self.target_in_flight
+    }
+}
+
+impl Drop for Queue<'_> {
+    fn drop(&mut self) {
+        // Closing the ring (after this) cancels what is outstanding only later, in a kernel
+        // worker, and until then the driver or a target's read may still write the buffers.
+        // Unmapping them could let that write land in whatever is mapped there next, so a
+        // queue that ends with work outstanding (stopped without the driver aborting its
+        // tags) leaves them mapped: a bounded leak instead of a use after free.
+        if self.outstanding() == 0 {
+            // SAFETY: `bufs` is dropped once, here, and nothing outstanding refers to it.
+            unsafe { ManuallyDrop::drop(&mut self.bufs) };
+        }
     }
 }
 

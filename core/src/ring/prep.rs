@@ -6,8 +6,8 @@
 use crate::abi::Pod;
 use crate::abi::uring::{
     IORING_FSYNC_DATASYNC, IORING_OP_ASYNC_CANCEL, IORING_OP_FALLOCATE, IORING_OP_FSYNC,
-    IORING_OP_NOP, IORING_OP_READ, IORING_OP_URING_CMD, IORING_OP_WRITE, IOSQE_FIXED_FILE, Sqe,
-    SqeLayout,
+    IORING_OP_NOP, IORING_OP_POLL_ADD, IORING_OP_READ, IORING_OP_URING_CMD, IORING_OP_WRITE,
+    IOSQE_FIXED_FILE, Sqe, SqeLayout,
 };
 use crate::sys::RawFd;
 
@@ -49,6 +49,21 @@ where
     /// `IORING_OP_NOP`: completes with result 0.
     pub fn nop(user_data: u64) -> Self {
         Self::base(IORING_OP_NOP, None, user_data)
+    }
+
+    /// `IORING_OP_POLL_ADD`: completes once `target` has any of the `poll(2)` `events`
+    /// (`libc::POLLIN`, ...); the result is the events that fired. Points at no memory.
+    pub fn poll_add(target: Target, events: u16, user_data: u64) -> Self {
+        let mut sqe = Self::base(IORING_OP_POLL_ADD, Some(target), user_data);
+        // The kernel reads `poll32_events` with its 16-bit halves swapped on big-endian
+        // machines (liburing's io_uring_prep_poll_add does the same).
+        let events = u32::from(events);
+        sqe.op_flags = if cfg!(target_endian = "big") {
+            events.rotate_left(16)
+        } else {
+            events
+        };
+        sqe
     }
 
     /// A read or write of `len` bytes at file `offset`, from or into `buf`.

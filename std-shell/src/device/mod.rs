@@ -66,8 +66,9 @@ impl DeviceBuilder {
         self
     }
 
-    /// Largest request in bytes, a page to 32 MiB (default 512 KiB). Each queue holds
-    /// `depth` buffers of this size (address space; pages are used as I/O touches them).
+    /// Largest request in bytes, a page to 32 MiB (default 512 KiB). Each queue maps `depth`
+    /// buffers of this size (address space only: pages are allocated as I/O touches them,
+    /// and no swap is reserved).
     pub fn max_io_bytes(mut self, bytes: u32) -> Self {
         self.new.max_io_bytes = bytes;
         self
@@ -145,7 +146,10 @@ impl DeviceBuilder {
         self.start_target(Blocking(Arc::new(backend)))
     }
 
-    /// Starts a device served by `target`; returns once `/dev/ublkb<id>` serves I/O.
+    /// Starts a device served by `target`. Returns once START_DEV has completed (the disk is
+    /// added and served) and `/dev/ublkb<id>` exists, waiting up to 10 s for the node to
+    /// appear (devtmpfs or udev creates it). On any error, what was done is undone: no device
+    /// or thread is left behind.
     pub fn start_target<T: Target>(mut self, target: T) -> Result<Device> {
         if self.geometry.size.is_none() {
             self.geometry.size = target.size();
@@ -244,8 +248,8 @@ impl Device {
     }
 
     /// True while every queue thread runs. False once the device was stopped or deleted from
-    /// outside (`ublk del`, another process's DEL_DEV): then call [`Device::stop`] to collect
-    /// the queues' results.
+    /// outside (`ublk del`, another process's DEL_DEV), or a queue failed: then call
+    /// [`Device::stop`] to collect the queues' results.
     pub fn is_running(&self) -> bool {
         !self.queues.is_empty()
             && self
@@ -273,8 +277,11 @@ impl Device {
     }
 
     /// Stops the device (STOP_DEV: the block device goes away once in-flight I/O is
-    /// answered), ends the queue threads and deletes it (DEL_DEV). A device already deleted
-    /// from outside is not an error.
+    /// answered), ends the queue threads and deletes it (DEL_DEV).
+    ///
+    /// A device that was stopped or deleted from outside (all its queues ended because the
+    /// driver aborted them) is not an error, and is left to whoever did it: its id may
+    /// already belong to a new device, which must not be deleted in its place.
     pub fn stop(mut self) -> Result<()> {
         self.shut_down()
     }
@@ -360,7 +367,12 @@ impl Device {
         let id = self.id();
         let gone = |e: &Error| e.errno() == Some(Errno::ENODEV);
         let mut first: Option<Error> = None;
-        if self.started {
+        let stopped_outside = self.started
+            && self.queues.iter().all(|q| {
+                q.thread.as_ref().is_none_or(|t| t.is_finished())
+                    && q.stats.ended_by_abort.load(Ordering::Acquire)
+            });
+        if self.started && !stopped_outside {
             // Waits for in-flight I/O to be answered by the queues, then aborts their fetches.
             if let Err(e) = self.ctrl.stop(id) {
                 if !gone(&e) {
@@ -391,10 +403,11 @@ impl Device {
                 }
             }
         }
-        if let Err(e) = self.ctrl.delete(id) {
-            if !gone(&e) {
-                first.get_or_insert(e);
-            }
+        if !stopped_outside
+            && let Err(e) = self.ctrl.delete(id)
+            && !gone(&e)
+        {
+            first.get_or_insert(e);
         }
         first.map_or(Ok(()), Err)
     }

@@ -3,7 +3,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::thread::JoinHandle;
 
@@ -43,6 +43,8 @@ pub(crate) struct QueueStats {
     pub errors: AtomicU64,
     /// Refused tag transitions and completions the queue could not place.
     pub anomalies: AtomicU64,
+    /// The queue ended because the driver aborted every tag (the device was stopped).
+    pub ended_by_abort: AtomicBool,
 }
 
 impl QueueStats {
@@ -209,7 +211,6 @@ fn serve<Q: TargetQueue>(
     spec: &QueueSpec,
 ) -> std::result::Result<(), String> {
     let mut failure: Option<QueueError> = None;
-    let mut refused: Option<String> = None;
     let buf_len = spec.buf_bytes as usize;
     loop {
         queue.wait().map_err(|e| format!("waiting for I/O: {e}"))?;
@@ -249,10 +250,11 @@ fn serve<Q: TargetQueue>(
                     &mut IoContext::new(queue, &mut failure),
                 ),
                 Event::Refused { tag, cmd, errno } => {
-                    refused
-                        .get_or_insert(format!("the driver refused {cmd} for tag {tag}: {errno}"));
+                    // The driver may still hold the tag's request; ending the queue closes the
+                    // ring, which makes the driver fail it instead of leaving it hanging.
+                    return Err(format!("the driver refused {cmd} for tag {tag}: {errno}"));
                 }
-                Event::Wake => return refused.map_or(Ok(()), Err),
+                Event::Wake => return Ok(()),
                 Event::Aborted { .. } | Event::Unexpected { .. } => {}
             }
             if let Some(e) = failure.take() {
@@ -260,7 +262,8 @@ fn serve<Q: TargetQueue>(
             }
         }
         if queue.is_finished() {
-            return refused.map_or(Ok(()), Err);
+            stats.ended_by_abort.store(true, Ordering::Release);
+            return Ok(());
         }
     }
 }
