@@ -210,6 +210,37 @@ impl Mapping {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Gives the pages of `offset..offset + len` back to the kernel (`MADV_DONTNEED`): they
+    /// read as zeroes from then on, and cost no memory until written again. The range must
+    /// be page-aligned and inside the mapping (else `EINVAL`). Meant for private anonymous
+    /// mappings; a file mapping would re-read the file instead.
+    ///
+    /// # Safety
+    /// No Rust reference into the range may exist: its contents change underneath.
+    pub unsafe fn release_pages(&self, offset: usize, len: usize) -> Result<(), Errno> {
+        let page = page_size();
+        let inside = offset.checked_add(len).is_some_and(|end| end <= self.len);
+        if offset % page != 0 || len % page != 0 || !inside {
+            return Err(Errno::EINVAL);
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: the range lies inside this mapping (checked above), so no other memory is
+        // affected; the caller guarantees no reference observes the contents changing.
+        let ret = unsafe {
+            libc::madvise(
+                self.ptr.as_ptr().add(offset).cast(),
+                len,
+                libc::MADV_DONTNEED,
+            )
+        };
+        if ret != 0 {
+            return Err(Errno::last());
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Mapping {

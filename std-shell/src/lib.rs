@@ -36,7 +36,7 @@ mod features;
 mod os;
 pub mod signal;
 
-pub use backend::{Backend, Null, Target};
+pub use backend::{Backend, Loop, LoopOptions, Mem, Null, Properties, Target};
 pub use control::{Controller, DeviceInfo, NewDevice};
 pub use device::{Device, DeviceBuilder, DiscardLimits, Stats};
 pub use error::{Error, Result};

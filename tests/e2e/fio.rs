@@ -1,9 +1,12 @@
 //! Running fio against a device, and the small I/O helpers the tests share.
 
 use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::harness::NotPassed;
 
@@ -111,4 +114,50 @@ pub fn aligned(storage: &mut Vec<u8>, len: usize) -> &mut [u8] {
     storage.resize(len + 4096, 0);
     let off = storage.as_ptr().align_offset(4096);
     &mut storage[off..off + len]
+}
+
+/// `BLKDISCARD`: `_IO(0x12, 119)`, discards a `[offset, length]` range of a block device.
+pub const BLKDISCARD: libc::c_ulong = 0x1277;
+/// `BLKZEROOUT`: `_IO(0x12, 127)`, zeroes a `[offset, length]` range of a block device.
+pub const BLKZEROOUT: libc::c_ulong = 0x127f;
+
+/// A failure with this message.
+pub fn failed(why: impl Into<String>) -> NotPassed {
+    NotPassed::Failed(why.into())
+}
+
+/// Maps an I/O error to a failure that says what was being done.
+pub fn io_err(what: &str) -> impl Fn(io::Error) -> NotPassed + '_ {
+    move |e| failed(format!("{what}: {e}"))
+}
+
+/// Runs a block-device ioctl that takes a `[offset, length]` range.
+pub fn range_ioctl(
+    file: &std::fs::File,
+    request: libc::c_ulong,
+    range: [u64; 2],
+) -> io::Result<()> {
+    // SAFETY: both ioctls read a `u64[2]` (offset, length) from the pointer, which lives
+    // across the call.
+    let ret = unsafe { libc::ioctl(file.as_raw_fd(), request as _, range.as_ptr()) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Waits up to `limit` for `child` to exit, killing it after that; its exit code.
+pub fn wait_child(child: &mut std::process::Child, limit: Duration) -> Result<i32, NotPassed> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().map_err(io_err("waiting for fio"))? {
+            return Ok(status.code().unwrap_or(-1));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(failed(format!("fio still running after {limit:?}")));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -1,17 +1,18 @@
 //! The I/O path against the real driver: devices that serve I/O, from start to delete.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ublk::backend::{IoContext, Reply, Request, Target, TargetQueue};
+use ublk::backend::{IoContext, Properties, QueueInfo, Reply, Request, Target, TargetQueue};
 use ublk::sys::abi::uring::Sqe64;
 use ublk::{Backend, Controller, Device, DiscardLimits, Error, Features, Null};
 use ublk_tests::{ublk_char_device_ids, wait_for_path};
 
-use crate::fio::{self, aligned, open_direct};
+use crate::fio::{
+    self, BLKDISCARD, BLKZEROOUT, aligned, failed, io_err, open_direct, range_ioctl, wait_child,
+};
 use crate::harness::{NotPassed, Test, TestResult};
 
 const MIB: u64 = 1 << 20;
@@ -120,14 +121,6 @@ pub const TESTS: &[Test] = &[
     },
 ];
 
-fn failed(why: impl Into<String>) -> NotPassed {
-    NotPassed::Failed(why.into())
-}
-
-fn io_err(what: &str) -> impl Fn(io::Error) -> NotPassed + '_ {
-    move |e| failed(format!("{what}: {e}"))
-}
-
 fn sysfs_u64(dev: &Device, file: &str) -> Result<u64, NotPassed> {
     let path = format!("/sys/block/ublkb{}/{file}", dev.id());
     let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
@@ -185,19 +178,6 @@ fn null_reads_zeroes_and_acknowledges_writes() -> TestResult {
     assert_eq!(s.errors, 0);
     drop(file);
     dev.stop()?;
-    Ok(())
-}
-
-const BLKDISCARD: libc::c_ulong = 0x1277; // _IO(0x12, 119)
-const BLKZEROOUT: libc::c_ulong = 0x127f; // _IO(0x12, 127)
-
-fn range_ioctl(file: &std::fs::File, request: libc::c_ulong, range: [u64; 2]) -> io::Result<()> {
-    // SAFETY: both ioctls read a `u64[2]` (offset, length) from the pointer, which lives
-    // across the call.
-    let ret = unsafe { libc::ioctl(file.as_raw_fd(), request as _, range.as_ptr()) };
-    if ret != 0 {
-        return Err(io::Error::last_os_error());
-    }
     Ok(())
 }
 
@@ -289,8 +269,11 @@ impl Backend for VecDisk {
         Ok(())
     }
 
-    fn size(&self) -> Option<u64> {
-        Some(self.0.lock().unwrap().len() as u64)
+    fn properties(&self) -> Properties {
+        Properties {
+            size: Some(self.0.lock().unwrap().len() as u64),
+            ..Properties::default()
+        }
     }
 }
 
@@ -344,12 +327,15 @@ struct DeferredQueue {
 impl Target for Deferred {
     type Queue = DeferredQueue;
 
-    fn open_queue(&self, _q_id: u16) -> io::Result<DeferredQueue> {
+    fn open_queue(&self, _queue: &QueueInfo) -> io::Result<DeferredQueue> {
         Ok(DeferredQueue { deferred: 0 })
     }
 
-    fn size(&self) -> Option<u64> {
-        Some(64 * MIB)
+    fn properties(&self) -> Properties {
+        Properties {
+            size: Some(64 * MIB),
+            ..Properties::default()
+        }
     }
 }
 
@@ -421,22 +407,6 @@ fn several_devices_in_one_process() -> TestResult {
         d.stop()?;
     }
     Ok(())
-}
-
-/// Waits for a child to exit, up to `limit`; kills it and fails after that.
-fn wait_child(child: &mut std::process::Child, limit: Duration) -> Result<i32, NotPassed> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().map_err(io_err("waiting for fio"))? {
-            return Ok(status.code().unwrap_or(-1));
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(failed(format!("fio still running after {limit:?}")));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn start_busy_device() -> Result<(Device, std::process::Child), NotPassed> {

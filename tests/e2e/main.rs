@@ -4,12 +4,13 @@
 //! `ublk_drv`; `scripts/vm-test.sh --host` runs it here if this machine has the driver. Under a
 //! plain `cargo test` on a machine without the driver every test is reported as ignored.
 
+mod backends;
 mod control;
 mod fio;
 mod harness;
 mod io;
 
 fn main() -> std::process::ExitCode {
-    let tests: Vec<harness::Test> = [control::TESTS, io::TESTS].concat();
+    let tests: Vec<harness::Test> = [control::TESTS, io::TESTS, backends::TESTS].concat();
     harness::run(&tests)
 }

@@ -11,16 +11,58 @@
 //!
 //! Several devices, each with its own backend, can run in one process.
 
+mod file;
+mod mem;
 mod null;
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ublk_core::abi::uring::Sqe64;
 use ublk_core::{Errno, IoOp, Queue, QueueError, RawFd};
 
-pub use null::Null;
+pub use crate::device::DiscardLimits;
+pub use file::{Loop, LoopOptions, LoopQueue};
+pub use mem::Mem;
+pub use null::{Null, NullQueue};
 pub use ublk_core::abi::IoFlags;
+
+/// What a backend knows of the device it serves: the builder uses these where it was not told
+/// otherwise, and refuses settings the backend cannot serve. Sizes are in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Properties {
+    /// The most the backend can hold: the device size by default, and its upper bound.
+    pub size: Option<u64>,
+    /// The logical block size the backend prefers (e.g. the backing disk's).
+    pub logical_block_size: Option<u32>,
+    /// The smallest logical block size it can serve (e.g. the direct-I/O alignment of a
+    /// backing file); a smaller one set on the builder is refused.
+    pub min_logical_block_size: Option<u32>,
+    /// The physical block size it prefers.
+    pub physical_block_size: Option<u32>,
+    /// It can only read (e.g. its file was opened read-only): the device must be read-only.
+    pub read_only: bool,
+    /// It is a rotating disk.
+    pub rotational: Option<bool>,
+    /// It has a volatile write cache, so FLUSH matters.
+    pub volatile_cache: Option<bool>,
+    /// It honours FUA writes.
+    pub fua: Option<bool>,
+    /// It takes DISCARD and WRITE_ZEROES within these limits.
+    pub discard: Option<DiscardLimits>,
+}
+
+/// What a [`Target`] is told about a queue it opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueInfo {
+    /// The queue's id.
+    pub id: u16,
+    /// Its tags: requests are numbered `0..depth`.
+    pub depth: u16,
+    /// Bytes in each tag's buffer: the largest READ or WRITE, rounded up to a page.
+    pub buffer_bytes: usize,
+}
 
 /// One request, decoded and checked. Offsets and lengths are in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,9 +140,10 @@ pub trait Backend: Send + Sync + 'static {
         Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
     }
 
-    /// The device size in bytes this backend would like, used when the builder sets none.
-    fn size(&self) -> Option<u64> {
-        None
+    /// What the backend knows of the device (its size, block size, ...). The default knows
+    /// nothing: the builder must then be given the size.
+    fn properties(&self) -> Properties {
+        Properties::default()
     }
 }
 
@@ -109,8 +152,8 @@ pub trait Target: Send + Sync + 'static {
     /// The per-queue part, which lives on the queue's thread.
     type Queue: TargetQueue;
 
-    /// Makes the part serving queue `q_id`; called on that queue's thread before it fetches.
-    fn open_queue(&self, q_id: u16) -> io::Result<Self::Queue>;
+    /// Makes the part serving `queue`; called on that queue's thread before it fetches.
+    fn open_queue(&self, queue: &QueueInfo) -> io::Result<Self::Queue>;
 
     /// Files every queue's ring registers after `/dev/ublkcN`, for the target's own
     /// operations: file `i` of this list is [`IoContext::file`]`(i)`. The default is none.
@@ -118,9 +161,10 @@ pub trait Target: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// The device size in bytes this target would like, used when the builder sets none.
-    fn size(&self) -> Option<u64> {
-        None
+    /// What the target knows of the device (its size, block size, ...). The default knows
+    /// nothing: the builder must then be given the size.
+    fn properties(&self) -> Properties {
+        Properties::default()
     }
 }
 
@@ -143,11 +187,20 @@ pub trait TargetQueue {
 pub struct IoContext<'q, 't> {
     queue: &'q mut Queue<'t>,
     failure: &'q mut Option<QueueError>,
+    errors: &'q AtomicU64,
 }
 
 impl<'q, 't> IoContext<'q, 't> {
-    pub(crate) fn new(queue: &'q mut Queue<'t>, failure: &'q mut Option<QueueError>) -> Self {
-        IoContext { queue, failure }
+    pub(crate) fn new(
+        queue: &'q mut Queue<'t>,
+        failure: &'q mut Option<QueueError>,
+        errors: &'q AtomicU64,
+    ) -> Self {
+        IoContext {
+            queue,
+            failure,
+            errors,
+        }
     }
 
     /// The queue's id.
@@ -174,6 +227,9 @@ impl<'q, 't> IoContext<'q, 't> {
     /// Answers `tag`'s request with `result` (bytes done, or `-errno`). A failure stops the
     /// queue (it is reported when the device stops).
     pub fn complete(&mut self, tag: u16, result: i32) {
+        if result < 0 {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
         if let Err(e) = self.queue.complete(tag, result) {
             self.failure.get_or_insert(e);
         }
@@ -199,12 +255,12 @@ pub struct Blocking<B>(pub Arc<B>);
 impl<B: Backend> Target for Blocking<B> {
     type Queue = BlockingQueue<B>;
 
-    fn open_queue(&self, _q_id: u16) -> io::Result<Self::Queue> {
+    fn open_queue(&self, _queue: &QueueInfo) -> io::Result<Self::Queue> {
         Ok(BlockingQueue(Arc::clone(&self.0)))
     }
 
-    fn size(&self) -> Option<u64> {
-        self.0.size()
+    fn properties(&self) -> Properties {
+        self.0.properties()
     }
 }
 

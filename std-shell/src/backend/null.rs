@@ -4,7 +4,7 @@ use std::io;
 
 use ublk_core::IoOp;
 
-use super::{IoContext, Reply, Request, Target, TargetQueue};
+use super::{IoContext, Properties, QueueInfo, Reply, Request, Target, TargetQueue};
 
 /// A device that stores nothing: writes succeed and vanish, reads return zeroes, FLUSH,
 /// DISCARD and WRITE_ZEROES succeed. For measuring the I/O path and testing.
@@ -23,12 +23,17 @@ impl Null {
 impl Target for Null {
     type Queue = NullQueue;
 
-    fn open_queue(&self, _q_id: u16) -> io::Result<NullQueue> {
-        Ok(NullQueue { dirty: Vec::new() })
+    fn open_queue(&self, queue: &QueueInfo) -> io::Result<NullQueue> {
+        Ok(NullQueue {
+            dirty: vec![0; usize::from(queue.depth)],
+        })
     }
 
-    fn size(&self) -> Option<u64> {
-        Some(self.size)
+    fn properties(&self) -> Properties {
+        Properties {
+            size: Some(self.size),
+            ..Properties::default()
+        }
     }
 }
 
@@ -44,8 +49,8 @@ pub struct NullQueue {
 impl TargetQueue for NullQueue {
     fn serve(&mut self, req: &Request, io: &mut IoContext<'_, '_>) -> Reply {
         let tag = usize::from(req.tag);
-        if self.dirty.len() <= tag {
-            self.dirty.resize(tag + 1, 0);
+        if tag >= self.dirty.len() {
+            return Reply::error(ublk_core::Errno::EIO);
         }
         match req.op {
             IoOp::Read => {

@@ -20,7 +20,7 @@ use crate::control::{Controller, DeviceInfo, NewDevice};
 use crate::error::{Error, Result};
 use crate::features::BUILD_FEATURES;
 pub use params::DiscardLimits;
-use params::Geometry;
+use params::{Geometry, Settings};
 use queue_thread::{QueueHandle, QueueSpec};
 
 /// How long a device node may take to appear after the driver created it (devtmpfs or udev).
@@ -31,7 +31,7 @@ const NODE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct DeviceBuilder {
     new: NewDevice,
-    geometry: Geometry,
+    settings: Settings,
     control_path: PathBuf,
     timeout: Option<Duration>,
 }
@@ -40,7 +40,7 @@ impl Default for DeviceBuilder {
     fn default() -> Self {
         DeviceBuilder {
             new: NewDevice::default(),
-            geometry: Geometry::default(),
+            settings: Settings::default(),
             control_path: PathBuf::from(Controller::DEFAULT_PATH),
             timeout: None,
         }
@@ -74,51 +74,58 @@ impl DeviceBuilder {
         self
     }
 
-    /// Logical block size: a power of two from 512 to the page size (default 512).
+    /// Logical block size: a power of two from 512 to the page size (default: the
+    /// backend's, else 512).
     pub fn logical_block_size(mut self, bytes: u32) -> Self {
-        self.geometry.logical_block_size = bytes;
+        self.settings.logical_block_size = Some(bytes);
         self
     }
 
-    /// Physical block size: a power of two, at least the logical one (default: the logical).
+    /// Physical block size: a power of two, at least the logical one (default: the
+    /// backend's, else the logical).
     pub fn physical_block_size(mut self, bytes: u32) -> Self {
-        self.geometry.physical_block_size = Some(bytes);
+        self.settings.physical_block_size = Some(bytes);
         self
     }
 
-    /// Device size in bytes, a multiple of the logical block size (default: the backend's).
+    /// Device size in bytes, a multiple of the logical block size, at most what the backend
+    /// holds (default: all the backend holds).
     pub fn size(mut self, bytes: u64) -> Self {
-        self.geometry.size = Some(bytes);
+        self.settings.size = Some(bytes);
         self
     }
 
-    /// The block layer refuses writes.
+    /// The block layer refuses writes (default: only if the backend can only read).
     pub fn read_only(mut self, on: bool) -> Self {
-        self.geometry.read_only = on;
+        self.settings.read_only = Some(on);
         self
     }
 
-    /// Tell the block layer the device is rotational (a disk, not flash).
+    /// Tell the block layer the device is rotational (a disk, not flash; default: the
+    /// backend's, else not).
     pub fn rotational(mut self, on: bool) -> Self {
-        self.geometry.rotational = on;
+        self.settings.rotational = Some(on);
         self
     }
 
-    /// The backend has a volatile write cache: the block layer sends FLUSH.
+    /// The backend has a volatile write cache: the block layer sends FLUSH (default: the
+    /// backend's, else not).
     pub fn volatile_cache(mut self, on: bool) -> Self {
-        self.geometry.volatile_cache = on;
+        self.settings.volatile_cache = Some(on);
         self
     }
 
-    /// The backend honours FUA writes (needs [`volatile_cache`](Self::volatile_cache)).
+    /// The backend honours FUA writes (needs [`volatile_cache`](Self::volatile_cache);
+    /// default: the backend's, else not).
     pub fn fua(mut self, on: bool) -> Self {
-        self.geometry.fua = on;
+        self.settings.fua = Some(on);
         self
     }
 
-    /// The backend takes DISCARD (and WRITE_ZEROES) within these limits.
+    /// The backend takes DISCARD (and WRITE_ZEROES) within these limits (default: the
+    /// backend's, else none).
     pub fn discard(mut self, limits: DiscardLimits) -> Self {
-        self.geometry.discard = Some(limits);
+        self.settings.discard = Some(limits);
         self
     }
 
@@ -150,10 +157,8 @@ impl DeviceBuilder {
     /// added and served) and `/dev/ublkb<id>` exists, waiting up to 10 s for the node to
     /// appear (devtmpfs or udev creates it). On any error, what was done is undone: no device
     /// or thread is left behind.
-    pub fn start_target<T: Target>(mut self, target: T) -> Result<Device> {
-        if self.geometry.size.is_none() {
-            self.geometry.size = target.size();
-        }
+    pub fn start_target<T: Target>(self, target: T) -> Result<Device> {
+        let geometry = self.settings.resolve(&target.properties())?;
         let unsupported = self.new.flags - BUILD_FEATURES;
         if !unsupported.is_empty() {
             return Err(Error::invalid(
@@ -163,7 +168,7 @@ impl DeviceBuilder {
         }
         self.new.validate()?;
         // Checked with the requested I/O size now, so a bad geometry adds no device.
-        self.geometry.params(self.new.max_io_bytes)?;
+        geometry.params(self.new.max_io_bytes)?;
 
         let mut ctrl = Controller::open_path(&self.control_path)?;
         if let Some(t) = self.timeout {
@@ -177,7 +182,7 @@ impl DeviceBuilder {
             started: false,
             finished: false,
         };
-        match device.bring_up(&self.geometry, Arc::new(target)) {
+        match device.bring_up(&geometry, Arc::new(target)) {
             Ok(()) => Ok(device),
             Err(e) => {
                 // Undo what was done: the error that stopped us is the one to report.

@@ -2,6 +2,7 @@
 
 use ublk_core::abi::{Attrs, UblkParamBasic, UblkParamDiscard, UblkParams};
 
+use crate::backend::Properties;
 use crate::error::{Error, Result};
 
 /// DISCARD and WRITE_ZEROES limits. Sizes are in bytes.
@@ -42,6 +43,76 @@ impl Default for Geometry {
             fua: false,
             discard: None,
         }
+    }
+}
+
+/// What the builder was told; `None` where it was not (the backend's properties or the
+/// default then decide).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Settings {
+    pub size: Option<u64>,
+    pub logical_block_size: Option<u32>,
+    pub physical_block_size: Option<u32>,
+    pub read_only: Option<bool>,
+    pub rotational: Option<bool>,
+    pub volatile_cache: Option<bool>,
+    pub fua: Option<bool>,
+    pub discard: Option<DiscardLimits>,
+}
+
+impl Settings {
+    /// The geometry: each setting from the builder, else from the backend, else the default;
+    /// a builder setting the backend cannot serve is refused by name.
+    pub fn resolve(&self, backend: &Properties) -> Result<Geometry> {
+        if let (Some(size), Some(most)) = (self.size, backend.size)
+            && size > most
+        {
+            return Err(Error::invalid(
+                "device size",
+                format!("{size} bytes is more than the backend holds ({most} bytes)"),
+            ));
+        }
+        let logical_block_size = self
+            .logical_block_size
+            .or(backend.logical_block_size)
+            .unwrap_or(512);
+        if let Some(min) = backend.min_logical_block_size
+            && logical_block_size < min
+        {
+            return Err(Error::invalid(
+                "logical block size",
+                format!(
+                    "{logical_block_size} bytes is smaller than the backend can serve ({min} bytes, e.g. its direct-I/O alignment)"
+                ),
+            ));
+        }
+        if backend.read_only && self.read_only == Some(false) {
+            return Err(Error::invalid(
+                "read-only",
+                "the backend can only read (it was opened read-only), so the device must be read-only",
+            ));
+        }
+        let volatile_cache = self
+            .volatile_cache
+            .or(backend.volatile_cache)
+            .unwrap_or(false);
+        // A backend's FUA only means something with its cache; one set here is checked later.
+        let fua = self
+            .fua
+            .or(backend.fua.filter(|_| volatile_cache))
+            .unwrap_or(false);
+        Ok(Geometry {
+            size: self.size.or(backend.size),
+            logical_block_size,
+            physical_block_size: self.physical_block_size.or(backend
+                .physical_block_size
+                .filter(|&p| p >= logical_block_size)),
+            read_only: self.read_only.unwrap_or(false) || backend.read_only,
+            rotational: self.rotational.or(backend.rotational).unwrap_or(false),
+            volatile_cache,
+            fua,
+            discard: self.discard.or(backend.discard),
+        })
     }
 }
 
@@ -234,5 +305,88 @@ mod tests {
             let msg = g.params(512 << 10).unwrap_err().to_string();
             assert!(msg.contains(want), "{msg:?} should contain {want:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod resolve_tests {
+    use super::*;
+
+    fn backend() -> Properties {
+        Properties {
+            size: Some(1 << 30),
+            logical_block_size: Some(4096),
+            min_logical_block_size: Some(4096),
+            volatile_cache: Some(true),
+            fua: Some(true),
+            rotational: Some(true),
+            ..Properties::default()
+        }
+    }
+
+    #[test]
+    fn the_backend_fills_in_what_the_builder_left_open() {
+        let g = Settings::default().resolve(&backend()).unwrap();
+        assert_eq!(g.size, Some(1 << 30));
+        assert_eq!(g.logical_block_size, 4096);
+        assert!(g.volatile_cache && g.fua && g.rotational && !g.read_only);
+        let g = Settings::default().resolve(&Properties::default()).unwrap();
+        assert_eq!((g.size, g.logical_block_size), (None, 512));
+        assert!(!g.volatile_cache && !g.fua && !g.rotational);
+    }
+
+    #[test]
+    fn the_builder_wins_within_what_the_backend_can_serve() {
+        let s = Settings {
+            size: Some(1 << 20),
+            logical_block_size: Some(8192),
+            volatile_cache: Some(false),
+            rotational: Some(false),
+            ..Settings::default()
+        };
+        let g = s.resolve(&backend()).unwrap();
+        assert_eq!((g.size, g.logical_block_size), (Some(1 << 20), 8192));
+        // No cache: the backend's FUA means nothing then.
+        assert!(!g.volatile_cache && !g.fua && !g.rotational);
+    }
+
+    #[test]
+    fn settings_the_backend_cannot_serve_are_refused_by_name() {
+        let read_only = Properties {
+            read_only: true,
+            ..backend()
+        };
+        let cases = [
+            (
+                Settings {
+                    size: Some(2 << 30),
+                    ..Settings::default()
+                },
+                backend(),
+                "device size: 2147483648 bytes is more than the backend holds",
+            ),
+            (
+                Settings {
+                    logical_block_size: Some(512),
+                    ..Settings::default()
+                },
+                backend(),
+                "logical block size: 512 bytes is smaller than the backend can serve (4096",
+            ),
+            (
+                Settings {
+                    read_only: Some(false),
+                    ..Settings::default()
+                },
+                read_only,
+                "read-only: the backend can only read",
+            ),
+        ];
+        for (s, p, want) in cases {
+            let msg = s.resolve(&p).unwrap_err().to_string();
+            assert!(msg.contains(want), "{msg:?} should contain {want:?}");
+        }
+        let g = Settings::default().resolve(&read_only).unwrap();
+        assert!(g.read_only, "a read-only backend makes a read-only device");
     }
 }

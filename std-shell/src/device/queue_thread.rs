@@ -15,7 +15,7 @@ use ublk_core::{
     Errno, Event, IoOp, OpEncoding, Queue, QueueConfig, QueueError, RingError, TagSlot,
 };
 
-use crate::backend::{IoContext, Reply, Request, Target, TargetQueue};
+use crate::backend::{IoContext, QueueInfo, Reply, Request, Target, TargetQueue};
 use crate::error::{Error, Result};
 use crate::os::{self, EventFd};
 
@@ -114,18 +114,23 @@ fn run<T: Target>(
         os::set_io_flusher().map_err(|e| fail(format!("PR_SET_IO_FLUSHER: {e}")))?;
         os::set_affinity(&spec.cpus)
             .map_err(|e| fail(format!("pinning to CPUs {:?}: {e}", spec.cpus)))?;
-        let target_queue = target
-            .open_queue(spec.q_id)
-            .map_err(|e| fail(format!("the target could not open the queue: {e}")))?;
         files.extend(target.files());
-        let queue = open_queue(&spec, &files, &slots)
-            .and_then(|mut q| {
-                q.arm_wake(wake_fd)?;
-                q.fetch_all()?;
-                q.submit()?;
-                Ok(q)
-            })
-            .map_err(|e| fail(format!("setting up: {e}")))?;
+        let mut queue =
+            open_queue(&spec, &files, &slots).map_err(|e| fail(format!("setting up: {e}")))?;
+        let info = QueueInfo {
+            id: spec.q_id,
+            depth: spec.depth,
+            buffer_bytes: queue.buffer_len(),
+        };
+        let target_queue = target
+            .open_queue(&info)
+            .map_err(|e| fail(format!("the target could not open the queue: {e}")))?;
+        (|| {
+            queue.arm_wake(wake_fd)?;
+            queue.fetch_all()?;
+            queue.submit()
+        })()
+        .map_err(|e| fail(format!("setting up: {e}")))?;
         Ok((queue, target_queue))
     })();
     let (mut queue, mut target_queue) = match setup {
@@ -220,7 +225,10 @@ fn serve<Q: TargetQueue>(
                     let reply = match decode(tag, &desc, buf_len, spec.dev_bytes) {
                         Ok(req) => {
                             stats.count(req.op);
-                            target.serve(&req, &mut IoContext::new(queue, &mut failure))
+                            target.serve(
+                                &req,
+                                &mut IoContext::new(queue, &mut failure, &stats.errors),
+                            )
                         }
                         Err(errno) => {
                             if let Ok(op) = desc.op() {
@@ -247,7 +255,7 @@ fn serve<Q: TargetQueue>(
                     tag,
                     cookie,
                     result,
-                    &mut IoContext::new(queue, &mut failure),
+                    &mut IoContext::new(queue, &mut failure, &stats.errors),
                 ),
                 Event::Refused { tag, cmd, errno } => {
                     // The driver may still hold the tag's request; ending the queue closes the
