@@ -12,7 +12,7 @@ use ublk::{Device, Features, Loop, Mem};
 use ublk_tests::{ublk_char_device_ids, wait_for_path};
 
 use crate::fio::{
-    BLKDISCARD, BLKZEROOUT, aligned, failed, io_err, open_direct, range_ioctl, wait_child,
+    BLKDISCARD, BLKZEROOUT, aligned, failed, io_err, open_direct, range_ioctl, run_example,
 };
 use crate::harness::{NotPassed, Test, TestResult};
 
@@ -683,59 +683,6 @@ fn bad_backing_files_add_no_device() -> TestResult {
     let err = Mem::new(0).unwrap_err();
     assert!(err.to_string().contains("RAM disk size"), "{err}");
     assert_eq!(ublk_char_device_ids(), before, "no device added");
-    Ok(())
-}
-
-/// Starts an example, finds its device in its first line, runs `check` on it, stops it
-/// with SIGTERM and checks it exits 0 and removes the device.
-fn run_example(
-    program: &str,
-    args: &[&str],
-    check: impl FnOnce(&Path) -> TestResult,
-) -> TestResult {
-    use std::io::{BufRead, BufReader, Read};
-    use std::process::Stdio;
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(io_err(program))?;
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-    let mut first = String::new();
-    stdout
-        .read_line(&mut first)
-        .map_err(io_err("reading its output"))?;
-    let Some(dev) = first
-        .split_whitespace()
-        .find(|w| w.starts_with("/dev/ublkb"))
-        .map(PathBuf::from)
-    else {
-        let mut err = String::new();
-        let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(failed(format!(
-            "{program}: no device in {first:?}; stderr: {err}"
-        )));
-    };
-    let checked = check(&dev);
-    // SAFETY: kill takes plain integers; the pid is our own live child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let code = wait_child(&mut child, Duration::from_secs(30))?;
-    let mut rest = String::new();
-    stdout
-        .read_to_string(&mut rest)
-        .map_err(io_err("reading its output"))?;
-    checked?;
-    assert_eq!(code, 0, "{program} exit code; output: {first}{rest}");
-    assert!(rest.contains("stopped; served"), "{rest}");
-    assert!(
-        wait_for_path(&dev, false, Duration::from_secs(5)),
-        "{} gone",
-        dev.display()
-    );
     Ok(())
 }
 

@@ -4,11 +4,13 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::NotPassed;
+use ublk_tests::wait_for_path;
+
+use crate::harness::{NotPassed, TestResult};
 
 /// A fio job on `dev`: 4 KiB, direct, io_uring, time-based for `secs` seconds.
 pub fn job(dev: &Path, rw: &str, iodepth: u32, secs: u32) -> Command {
@@ -160,4 +162,57 @@ pub fn wait_child(child: &mut std::process::Child, limit: Duration) -> Result<i3
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Starts an example, finds its device in its first line, runs `check` on it, stops it
+/// with SIGTERM and checks it exits 0 and removes the device.
+pub fn run_example(
+    program: &str,
+    args: &[&str],
+    check: impl FnOnce(&Path) -> TestResult,
+) -> TestResult {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io_err(program))?;
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut first = String::new();
+    stdout
+        .read_line(&mut first)
+        .map_err(io_err("reading its output"))?;
+    let Some(dev) = first
+        .split_whitespace()
+        .find(|w| w.starts_with("/dev/ublkb"))
+        .map(PathBuf::from)
+    else {
+        let mut err = String::new();
+        let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(failed(format!(
+            "{program}: no device in {first:?}; stderr: {err}"
+        )));
+    };
+    let checked = check(&dev);
+    // SAFETY: kill takes plain integers; the pid is our own live child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let code = wait_child(&mut child, Duration::from_secs(30))?;
+    let mut rest = String::new();
+    stdout
+        .read_to_string(&mut rest)
+        .map_err(io_err("reading its output"))?;
+    checked?;
+    assert_eq!(code, 0, "{program} exit code; output: {first}{rest}");
+    assert!(rest.contains("SIGTERM: stopping device"), "{rest}");
+    assert!(rest.contains("stopped; served"), "{rest}");
+    assert!(
+        wait_for_path(&dev, false, Duration::from_secs(5)),
+        "{} gone",
+        dev.display()
+    );
+    Ok(())
 }

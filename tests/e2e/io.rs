@@ -11,7 +11,8 @@ use ublk::{Backend, Controller, Device, DiscardLimits, Error, Features, Null};
 use ublk_tests::{ublk_char_device_ids, wait_for_path};
 
 use crate::fio::{
-    self, BLKDISCARD, BLKZEROOUT, aligned, failed, io_err, open_direct, range_ioctl, wait_child,
+    self, BLKDISCARD, BLKZEROOUT, aligned, failed, io_err, open_direct, range_ioctl, run_example,
+    wait_child,
 };
 use crate::harness::{NotPassed, Test, TestResult};
 
@@ -609,49 +610,9 @@ fn read_only_and_rotational_reach_sysfs() -> TestResult {
 /// The example binary (`examples/null.rs`, in the guest's PATH) as a user runs it: it serves
 /// until SIGTERM, then stops and deletes its device and exits 0.
 fn null_example_serves_and_stops_on_sigterm() -> TestResult {
-    use std::io::{BufRead, BufReader, Read};
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("null")
-        .args(["--size", "64M", "--queues", "2", "--depth", "32"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(io_err("starting examples/null (bin/null in PATH)"))?;
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-    let mut first = String::new();
-    stdout
-        .read_line(&mut first)
-        .map_err(io_err("reading its output"))?;
-    let Some(dev) = first
-        .split_whitespace()
-        .find(|w| w.starts_with("/dev/ublkb"))
-        .map(std::path::PathBuf::from)
-    else {
-        let mut err = String::new();
-        let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(failed(format!(
-            "no device in its first line {first:?}; stderr: {err}"
-        )));
-    };
-    let r = fio::run(fio::job(&dev, "randread", 16, 1));
-    // SAFETY: kill takes plain integers; the pid is our own live child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let code = wait_child(&mut child, Duration::from_secs(30))?;
-    let mut rest = String::new();
-    stdout
-        .read_to_string(&mut rest)
-        .map_err(io_err("reading its output"))?;
-    r?;
-    assert_eq!(code, 0, "exit code; output: {first}{rest}");
-    assert!(rest.contains("SIGTERM: stopping device"), "{rest}");
-    assert!(rest.contains("stopped; served"), "{rest}");
-    assert!(
-        wait_for_path(&dev, false, Duration::from_secs(5)),
-        "{} gone",
-        dev.display()
-    );
-    Ok(())
+    run_example(
+        "null",
+        &["--size", "64M", "--queues", "2", "--depth", "32"],
+        |dev| fio::run(fio::job(dev, "randread", 16, 1)).map(|_| ()),
+    )
 }
