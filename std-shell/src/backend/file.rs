@@ -201,9 +201,11 @@ impl Loop {
                 None
             };
         let dio_align = direct_io_alignment(&file, &meta, block_device);
-        let natural = device_block.or(dio_align).unwrap_or(512).max(512);
-        let logical_block_size = opts.logical_block_size.unwrap_or(natural);
         let page = ublk_core::sys::page_size() as u32;
+        // ublk's blocks are at most a page: a backing file that wants larger ones (a disk of
+        // 64 KiB sectors) is served with page-sized blocks and buffered I/O.
+        let natural = device_block.or(dio_align).unwrap_or(512).clamp(512, page);
+        let logical_block_size = opts.logical_block_size.unwrap_or(natural);
         if !logical_block_size.is_power_of_two() || !(512..=page).contains(&logical_block_size) {
             return Err(Error::invalid(
                 "logical block size",
