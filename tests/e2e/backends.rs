@@ -12,7 +12,8 @@ use ublk::{Device, Features, Loop, Mem};
 use ublk_tests::{ublk_char_device_ids, wait_for_path};
 
 use crate::fio::{
-    BLKDISCARD, BLKZEROOUT, aligned, failed, io_err, open_direct, range_ioctl, run_example,
+    self, BLKDISCARD, BLKZEROOUT, FioResult, aligned, failed, io_err, open_direct, range_ioctl,
+    run_example,
 };
 use crate::harness::{NotPassed, Test, TestResult};
 
@@ -249,52 +250,30 @@ fn ext4_round_trip(dev: &Path, mnt: &Path) -> Result<(), NotPassed> {
     m.unmount()
 }
 
-/// What a fio verify job did.
-struct Verified {
-    written_kib: u64,
-    read_kib: u64,
-}
-
 /// fio writes `size` bytes at random offsets in mixed block sizes (4 KiB to 1 MiB), each
 /// block with a crc32c header, then reads every block back and checks it.
-fn fio_verify_run(dev: &Path, iodepth: u32, size: u64) -> Result<Verified, NotPassed> {
-    let out = Command::new("fio")
-        .args([
-            "--name=verify",
-            "--ioengine=io_uring",
-            "--direct=1",
-            "--rw=randwrite",
-            "--bssplit=4k/40:16k/20:64k/20:256k/10:1m/10",
-            "--verify=crc32c",
-            "--do_verify=1",
-            "--verify_fatal=1",
-            "--verify_state_save=0",
-            "--output-format=terse",
-            "--terse-version=3",
-        ])
-        .arg(format!("--filename={}", dev.display()))
-        .arg(format!("--iodepth={iodepth}"))
-        .arg(format!("--size={size}"))
-        .output()
-        .map_err(io_err("running fio"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let fields: Vec<&str> = stdout
-        .lines()
-        .find(|l| l.starts_with("3;"))
-        .map(|l| l.split(';').collect())
-        .unwrap_or_default();
-    let num = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
-    match (out.status.success(), num(4), num(5), num(46)) {
-        (true, Some(0), Some(read_kib), Some(written_kib)) => Ok(Verified {
-            written_kib,
-            read_kib,
-        }),
-        _ => Err(failed(format!(
-            "fio verify QD{iodepth} failed ({}): {stdout}{stderr}",
-            out.status
-        ))),
-    }
+fn fio_verify_run(dev: &Path, iodepth: u32, size: u64) -> Result<FioResult, NotPassed> {
+    let mut cmd = Command::new("fio");
+    cmd.args([
+        "--name=verify",
+        "--ioengine=io_uring",
+        "--direct=1",
+        "--rw=randwrite",
+        "--bssplit=4k/40:16k/20:64k/20:256k/10:1m/10",
+        "--verify=crc32c",
+        "--do_verify=1",
+        "--verify_fatal=1",
+        "--verify_state_save=0",
+        "--output-format=terse",
+        "--terse-version=3",
+    ])
+    .arg(format!("--filename={}", dev.display()))
+    .arg(format!("--iodepth={iodepth}"))
+    .arg(format!("--size={size}"));
+    fio::run(cmd).map_err(|e| match e {
+        NotPassed::Failed(why) => failed(format!("verify at QD{iodepth}: {why}")),
+        other => other,
+    })
 }
 
 /// Both fio verify runs (QD1, QD64) over the whole of a device of `size` bytes.
@@ -302,7 +281,7 @@ fn verify_device(dev: &Device, size: u64) -> TestResult {
     for qd in [1, 64] {
         let v = fio_verify_run(&dev.block_dev_path(), qd, size)?;
         assert_eq!(
-            v.written_kib,
+            v.write_kib,
             size >> 10,
             "QD{qd}: fio wrote the whole device"
         );
@@ -311,7 +290,7 @@ fn verify_device(dev: &Device, size: u64) -> TestResult {
             size >> 10,
             "QD{qd}: fio read it all back to verify"
         );
-        println!("  QD{qd}: {} KiB written and verified", v.written_kib);
+        println!("  QD{qd}: {} KiB written and verified", v.write_kib);
     }
     let s = dev.stats();
     assert_eq!((s.errors, s.anomalies), (0, 0), "{s:?}");

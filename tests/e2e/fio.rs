@@ -65,10 +65,14 @@ pub fn spawn(mut cmd: Command) -> Result<Child, NotPassed> {
 pub struct FioResult {
     /// fio's error field: 0, or the errno of the first error.
     pub error: i32,
-    /// Read I/Os completed.
+    /// Read I/Os completed (for the 4 KiB jobs of [`job`]).
     pub read_ios: u64,
-    /// Write I/Os completed.
+    /// Write I/Os completed (for the 4 KiB jobs of [`job`]).
     pub write_ios: u64,
+    /// KiB read.
+    pub read_kib: u64,
+    /// KiB written.
+    pub write_kib: u64,
 }
 
 impl FioResult {
@@ -93,10 +97,13 @@ impl FioResult {
                 .and_then(|v| v.parse::<u64>().ok())
                 .ok_or_else(|| format!("fio terse field {i} missing or not a number: {line}"))
         };
+        let (read_kib, write_kib) = (num(5)?, num(46)?);
         Ok(FioResult {
             error: num(4)? as i32,
-            read_ios: num(5)? / 4,
-            write_ios: num(46)? / 4,
+            read_ios: read_kib / 4,
+            write_ios: write_kib / 4,
+            read_kib,
+            write_kib,
         })
     }
 }

@@ -200,7 +200,7 @@ impl Loop {
             } else {
                 None
             };
-        let dio_align = direct_io_alignment(&file, &meta, block_device);
+        let dio_align = direct_io_alignment(&file, &meta, device_block);
         let page = ublk_core::sys::page_size() as u32;
         // ublk's blocks are at most a page: a backing file that wants larger ones (a disk of
         // 64 KiB sectors) is served with page-sized blocks and buffered I/O.
@@ -307,7 +307,11 @@ fn logical_block_size_of(file: &File) -> io::Result<u32> {
 /// The file offset alignment direct I/O needs, or `None` if the file system cannot do
 /// direct I/O. As the kernel's loop driver: the file system's word (`STATX_DIOALIGN`) if it
 /// gives one, else the logical block size of the disk under it, else 512.
-fn direct_io_alignment(file: &File, meta: &std::fs::Metadata, block_device: bool) -> Option<u32> {
+fn direct_io_alignment(
+    file: &File,
+    meta: &std::fs::Metadata,
+    device_block: Option<u32>,
+) -> Option<u32> {
     // SAFETY: all-zero bytes are a valid `statx` (integers only).
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: the path is an empty C string with AT_EMPTY_PATH, so the kernel stats the open
@@ -325,8 +329,8 @@ fn direct_io_alignment(file: &File, meta: &std::fs::Metadata, block_device: bool
         // A file system that cannot do direct I/O reports zero alignments.
         return (stx.stx_dio_mem_align != 0).then_some(stx.stx_dio_offset_align.max(512));
     }
-    if block_device {
-        return logical_block_size_of(file).ok();
+    if device_block.is_some() {
+        return device_block;
     }
     let under = queue_attr(meta.dev(), "logical_block_size");
     Some(under.and_then(|b| u32::try_from(b).ok()).unwrap_or(512))

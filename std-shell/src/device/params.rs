@@ -64,6 +64,7 @@ impl Settings {
     /// The geometry: each setting from the builder, else from the backend, else the default;
     /// a builder setting the backend cannot serve is refused by name.
     pub fn resolve(&self, backend: &Properties) -> Result<Geometry> {
+        let default = Geometry::default();
         if let (Some(size), Some(most)) = (self.size, backend.size)
             && size > most
         {
@@ -75,7 +76,7 @@ impl Settings {
         let logical_block_size = self
             .logical_block_size
             .or(backend.logical_block_size)
-            .unwrap_or(512);
+            .unwrap_or(default.logical_block_size);
         if let Some(min) = backend.min_logical_block_size
             && logical_block_size < min
         {
@@ -95,20 +96,23 @@ impl Settings {
         let volatile_cache = self
             .volatile_cache
             .or(backend.volatile_cache)
-            .unwrap_or(false);
+            .unwrap_or(default.volatile_cache);
         // A backend's FUA only means something with its cache; one set here is checked later.
         let fua = self
             .fua
             .or(backend.fua.filter(|_| volatile_cache))
-            .unwrap_or(false);
+            .unwrap_or(default.fua);
         Ok(Geometry {
             size: self.size.or(backend.size),
             logical_block_size,
             physical_block_size: self.physical_block_size.or(backend
                 .physical_block_size
                 .filter(|&p| p >= logical_block_size)),
-            read_only: self.read_only.unwrap_or(false) || backend.read_only,
-            rotational: self.rotational.or(backend.rotational).unwrap_or(false),
+            read_only: self.read_only.unwrap_or(default.read_only) || backend.read_only,
+            rotational: self
+                .rotational
+                .or(backend.rotational)
+                .unwrap_or(default.rotational),
             volatile_cache,
             fua,
             discard: self.discard.or(backend.discard),
