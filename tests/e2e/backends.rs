@@ -48,18 +48,23 @@ pub const TESTS: &[Test] = tests![
 // --- helpers ---------------------------------------------------------------------------------
 
 /// A directory under /tmp (tmpfs in the VM), removed with what is in it on drop.
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new(name: &str) -> Result<Scratch, NotPassed> {
+    pub(crate) fn new(name: &str) -> Result<Scratch, NotPassed> {
         let dir = std::env::temp_dir().join(format!("ublk-e2e-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(io_err("creating a scratch directory"))?;
         Ok(Scratch(dir))
     }
 
+    /// The directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.0
+    }
+
     /// A sparse file of `len` bytes.
-    fn file(&self, name: &str, len: u64) -> Result<PathBuf, NotPassed> {
+    pub(crate) fn file(&self, name: &str, len: u64) -> Result<PathBuf, NotPassed> {
         let path = self.0.join(name);
         File::create(&path)
             .and_then(|f| f.set_len(len))
@@ -95,7 +100,7 @@ fn sh(program: &str, args: &[&str]) -> Result<String, NotPassed> {
     Ok(text)
 }
 
-fn path_str(p: &Path) -> &str {
+pub(crate) fn path_str(p: &Path) -> &str {
     p.to_str().unwrap_or_default()
 }
 
@@ -172,10 +177,10 @@ impl Drop for NullBlk {
 }
 
 /// A small, seeded PRNG (xorshift64*), so file contents can be regenerated to check them.
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
@@ -186,7 +191,7 @@ impl Rng {
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
+    pub(crate) fn bytes(&mut self, len: usize) -> Vec<u8> {
         let mut v = Vec::with_capacity(len + 8);
         while v.len() < len {
             v.extend_from_slice(&self.next().to_le_bytes());

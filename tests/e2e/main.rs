@@ -5,12 +5,18 @@
 //! plain `cargo test` on a machine without the driver every test is reported as ignored.
 
 mod backends;
+mod cli;
 mod control;
 mod fio;
 mod harness;
 mod io;
+// The CLI's own JSON reader checks what `ublk list --json` prints.
+#[allow(dead_code, unused_imports)]
+#[path = "../../std-shell/src/bin/ublk/json.rs"]
+mod json;
 
 fn main() -> std::process::ExitCode {
-    let tests: Vec<harness::Test> = [control::TESTS, io::TESTS, backends::TESTS].concat();
+    let tests: Vec<harness::Test> =
+        [control::TESTS, io::TESTS, backends::TESTS, cli::TESTS].concat();
     harness::run(&tests)
 }

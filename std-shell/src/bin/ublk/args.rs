@@ -1,0 +1,348 @@
+//! The command line, parsed the way getopt_long does (so scripts written for ublksrv's `ublk`
+//! and for rublk carry over): `-n 3`, `-n3`, `--number 3`, `--number=3`, `--` ends the
+//! options. Every error names the option and the value, and is a usage error (exit code 2).
+
+use std::fmt;
+
+/// A usage error: bad flags or values. Printed as one line; exit code 2.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Usage(pub String);
+
+impl fmt::Display for Usage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One option a command takes.
+#[derive(Clone, Copy, Debug)]
+pub struct Opt {
+    /// `-x`, if it has a short form.
+    pub short: Option<char>,
+    /// `--long`: also the name the command looks it up by.
+    pub long: &'static str,
+    /// The value's name in help (`SIZE`), or `None` for a flag without a value.
+    pub value: Option<&'static str>,
+    /// One line for `--help`.
+    pub help: &'static str,
+}
+
+impl Opt {
+    /// `-n, --number ID` as help shows it.
+    pub fn synopsis(&self) -> String {
+        let short = self.short.map(|c| format!("-{c}, ")).unwrap_or_default();
+        let value = self.value.map(|v| format!(" {v}")).unwrap_or_default();
+        format!("{short}--{}{value}", self.long)
+    }
+}
+
+/// `-h, --help`, which every command takes.
+pub const HELP: Opt = Opt {
+    short: Some('h'),
+    long: "help",
+    value: None,
+    help: "print this help",
+};
+
+/// What the command line held, checked against the command's options.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Parsed {
+    given: Vec<(&'static str, Option<String>)>,
+}
+
+impl Parsed {
+    /// The flag was given.
+    pub fn flag(&self, long: &str) -> bool {
+        self.given.iter().any(|(l, _)| *l == long)
+    }
+
+    /// The option's value, if it was given.
+    pub fn value(&self, long: &str) -> Option<&str> {
+        self.given
+            .iter()
+            .find(|(l, _)| *l == long)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    /// The option's value parsed by `parse`, whose error is prefixed with the option.
+    pub fn parsed<T>(
+        &self,
+        long: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, Usage> {
+        self.value(long)
+            .map(|v| parse(v).map_err(|why| Usage(format!("--{long}: {why}"))))
+            .transpose()
+    }
+}
+
+/// Parses `args` (after the command's name) against `opts`. `-h`/`--help` is always known:
+/// it is returned as a flag named "help", whatever else is on the line.
+pub fn parse(command: &str, opts: &[Opt], args: &[String]) -> Result<Parsed, Usage> {
+    let mut parsed = Parsed::default();
+    let all = || opts.iter().chain(std::iter::once(&HELP));
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        i += 1;
+        let (opt, inline) = if arg == "--" {
+            if let Some(extra) = args.get(i) {
+                return Err(Usage(format!(
+                    "unexpected argument '{extra}' (see ublk {command} --help)"
+                )));
+            }
+            break;
+        } else if let Some(long) = arg.strip_prefix("--") {
+            let (name, inline) = match long.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (long, None),
+            };
+            let opt = all().find(|o| o.long == name).ok_or_else(|| {
+                Usage(format!(
+                    "unknown option --{name} (see ublk {command} --help)"
+                ))
+            })?;
+            if opt.value.is_none() && inline.is_some() {
+                return Err(Usage(format!("--{name} takes no value")));
+            }
+            (opt, inline)
+        } else if let Some(short) = arg.strip_prefix('-').filter(|s| !s.is_empty()) {
+            let mut chars = short.chars();
+            let c = chars.next().unwrap_or_default();
+            let rest = chars.as_str();
+            let opt = all()
+                .find(|o| o.short == Some(c))
+                .ok_or_else(|| Usage(format!("unknown option -{c} (see ublk {command} --help)")))?;
+            match (opt.value, rest.is_empty()) {
+                (Some(_), false) => (opt, Some(rest.to_string())),
+                (None, false) => {
+                    return Err(Usage(format!(
+                        "unknown option {arg} (-{c} takes no value; see ublk {command} --help)"
+                    )));
+                }
+                (_, true) => (opt, None),
+            }
+        } else {
+            return Err(Usage(format!(
+                "unexpected argument '{arg}' (see ublk {command} --help)"
+            )));
+        };
+        if opt.long == HELP.long {
+            // Help wins over every other problem on the line.
+            return Ok(Parsed {
+                given: vec![(HELP.long, None)],
+            });
+        }
+        let value = match (opt.value, inline) {
+            (None, _) => None,
+            (Some(_), Some(v)) => Some(v),
+            (Some(name), None) => {
+                let v = args
+                    .get(i)
+                    .ok_or_else(|| Usage(format!("{} needs a value ({name})", opt.synopsis())))?;
+                i += 1;
+                Some(v.clone())
+            }
+        };
+        if parsed.flag(opt.long) {
+            return Err(Usage(format!("{} given twice", opt.synopsis())));
+        }
+        parsed.given.push((opt.long, value));
+    }
+    Ok(parsed)
+}
+
+/// A size in bytes: digits with an optional binary suffix, `K`, `M`, `G` or `T` (also
+/// `KiB`..`TiB`, any case): `4096`, `512K`, `1G`.
+pub fn size(text: &str) -> Result<u64, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, suffix) = text.split_at(split);
+    let shift = match suffix.to_ascii_lowercase().as_str() {
+        "" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        "t" | "tib" => 40,
+        _ => {
+            return Err(format!(
+                "'{text}' is not a size (bytes, or a number with K, M, G or T)"
+            ));
+        }
+    };
+    if digits.is_empty() {
+        return Err(format!("'{text}' is not a size (it needs digits)"));
+    }
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("'{text}' is too large"))
+}
+
+/// A size that is a whole number of 512-byte sectors, as the kernel counts, and not 0.
+pub fn sectors(text: &str) -> Result<u64, String> {
+    let bytes = size(text)?;
+    if bytes == 0 {
+        return Err("must not be 0".into());
+    }
+    if bytes % 512 != 0 {
+        return Err(format!(
+            "{bytes} bytes is not a multiple of 512 (the kernel counts 512-byte sectors)"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A decimal integer in `range`, named `what` in the error.
+pub fn number<T>(text: &str, what: &str, range: std::ops::RangeInclusive<u64>) -> Result<T, String>
+where
+    T: TryFrom<u64>,
+{
+    let n: u64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a {what} (a whole number)"))?;
+    if !range.contains(&n) {
+        return Err(format!(
+            "{what} must be {}..={}, got {n}",
+            range.start(),
+            range.end()
+        ));
+    }
+    T::try_from(n).map_err(|_| format!("{what} {n} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPTS: &[Opt] = &[
+        Opt {
+            short: Some('n'),
+            long: "number",
+            value: Some("ID"),
+            help: "",
+        },
+        Opt {
+            short: Some('a'),
+            long: "all",
+            value: None,
+            help: "",
+        },
+        Opt {
+            short: None,
+            long: "size",
+            value: Some("SIZE"),
+            help: "",
+        },
+    ];
+
+    fn run(args: &[&str]) -> Result<Parsed, Usage> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        parse("cmd", OPTS, &args)
+    }
+
+    #[test]
+    fn every_spelling_of_a_value() {
+        for line in [
+            &["-n", "3"][..],
+            &["-n3"],
+            &["--number", "3"],
+            &["--number=3"],
+            &["--number=3", "--"],
+        ] {
+            let p = run(line).expect("valid");
+            assert_eq!(p.value("number"), Some("3"), "{line:?}");
+            assert!(!p.flag("all"));
+        }
+        // A value may start with '-' (getopt takes the next word whatever it is).
+        assert_eq!(run(&["-n", "-1"]).unwrap().value("number"), Some("-1"));
+        assert_eq!(run(&["--size="]).unwrap().value("size"), Some(""));
+        let p = run(&["-a", "--size", "1G"]).unwrap();
+        assert!(p.flag("all"));
+        assert_eq!(p.value("size"), Some("1G"));
+        assert_eq!(run(&[]).unwrap(), Parsed::default());
+    }
+
+    #[test]
+    fn every_error_names_the_problem() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--bogus"], "unknown option --bogus (see ublk cmd --help)"),
+            (&["-x"], "unknown option -x (see ublk cmd --help)"),
+            (
+                &["-ax"],
+                "unknown option -ax (-a takes no value; see ublk cmd --help)",
+            ),
+            (&["--all=yes"], "--all takes no value"),
+            (&["-n"], "-n, --number ID needs a value (ID)"),
+            (&["--size"], "--size SIZE needs a value (SIZE)"),
+            (&["-n", "1", "-n2"], "-n, --number ID given twice"),
+            (&["-a", "--all"], "-a, --all given twice"),
+            (
+                &["stray"],
+                "unexpected argument 'stray' (see ublk cmd --help)",
+            ),
+            (&["-"], "unexpected argument '-' (see ublk cmd --help)"),
+            (
+                &["--", "x"],
+                "unexpected argument 'x' (see ublk cmd --help)",
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(run(line), Err(Usage(want.to_string())), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn help_wins() {
+        for line in [&["--help"][..], &["-h"], &["-n", "1", "--help", "--bogus"]] {
+            assert!(run(line).unwrap().flag("help"), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size("4096"), Ok(4096));
+        assert_eq!(size("512K"), Ok(512 << 10));
+        assert_eq!(size("3m"), Ok(3 << 20));
+        assert_eq!(size("1GiB"), Ok(1 << 30));
+        assert_eq!(size("2T"), Ok(2 << 40));
+        assert_eq!(size("0"), Ok(0));
+        for bad in ["", "G", "1.5G", "1GB", "-1", "1 G", "0x10", "1Q"] {
+            assert!(size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(size("16777216T"), Err("'16777216T' is too large".into()));
+        assert_eq!(
+            size("99999999999999999999"),
+            Err("'99999999999999999999' is too large".into())
+        );
+        assert_eq!(sectors("1M"), Ok(1 << 20));
+        assert_eq!(sectors("0"), Err("must not be 0".into()));
+        assert_eq!(
+            sectors("1000"),
+            Err("1000 bytes is not a multiple of 512 (the kernel counts 512-byte sectors)".into())
+        );
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(number::<u16>("64", "depth", 1..=4096), Ok(64));
+        assert_eq!(
+            number::<u16>("0", "depth", 1..=4096),
+            Err("depth must be 1..=4096, got 0".into())
+        );
+        assert_eq!(
+            number::<u16>("x", "depth", 1..=4096),
+            Err("'x' is not a depth (a whole number)".into())
+        );
+        assert_eq!(
+            number::<u16>("-1", "depth", 1..=4096),
+            Err("'-1' is not a depth (a whole number)".into())
+        );
+        assert_eq!(
+            number::<u8>("300", "n", 0..=1000),
+            Err("n 300 is too large".into())
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! `ublk del`: stop and delete a device (or all of them), whoever serves it.
+//!
+//! The command talks to the driver, not to the server: STOP_DEV (the block device goes away
+//! once in-flight I/O is answered, and the server's queues are aborted), then DEL_DEV, which
+//! completes when the server has closed `/dev/ublkcN`. So it works the same for a `ublk add`
+//! daemon, for any other ublk server, and for a device whose server died. Each command is
+//! bounded by `--timeout`; then the server gets a few seconds to exit and its record goes.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ublk::sys::Errno;
+
+use crate::args::{self, Opt, Parsed, Usage};
+use crate::list::{device_ids, process_alive};
+use crate::state;
+use crate::{Failure, MAX_DEVICE_ID};
+
+/// `ublk del`'s options.
+pub const OPTS: &[Opt] = &[
+    Opt {
+        short: Some('n'),
+        long: "number",
+        value: Some("ID"),
+        help: "the device to delete",
+    },
+    Opt {
+        short: Some('a'),
+        long: "all",
+        value: None,
+        help: "delete every ublk device",
+    },
+    Opt {
+        short: None,
+        long: "timeout",
+        value: Some("SECONDS"),
+        help: "how long each control command may take before it is an error (default 30)",
+    },
+];
+
+/// How long the server may take to exit after its device was deleted.
+const SERVER_EXIT: Duration = Duration::from_secs(10);
+
+/// Which devices, and how long to wait.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DelOptions {
+    /// `Some(id)` for `-n`, `None` for `-a`.
+    pub id: Option<u32>,
+    /// `--timeout`.
+    pub timeout: Duration,
+}
+
+impl DelOptions {
+    /// Checks the command line: exactly one of `-n` and `-a`.
+    pub fn from_args(p: &Parsed) -> Result<DelOptions, Usage> {
+        let id = p.parsed("number", |v| {
+            args::number(v, "device id", 0..=MAX_DEVICE_ID)
+        })?;
+        let timeout = p
+            .parsed("timeout", |v| args::number::<u64>(v, "timeout", 1..=3600))?
+            .unwrap_or(30);
+        match (id, p.flag("all")) {
+            (Some(_), true) => Err(Usage("give -n ID or -a, not both".into())),
+            (None, false) => Err(Usage(
+                "which device? give -n ID, or -a for all (see ublk del --help)".into(),
+            )),
+            (id, _) => Ok(DelOptions {
+                id,
+                timeout: Duration::from_secs(timeout),
+            }),
+        }
+    }
+}
+
+/// `ublk del`.
+pub fn run(p: &Parsed) -> Result<(), Failure> {
+    let options = DelOptions::from_args(p)?;
+    let mut ctl = crate::open_control()?;
+    ctl.set_timeout(options.timeout);
+    let run_dir = Path::new(state::RUN_DIR);
+    let Some(id) = options.id else {
+        // Every device, each on its own: one failure does not keep the others alive.
+        let mut failed = 0;
+        for id in device_ids() {
+            match delete(&mut ctl, id, run_dir) {
+                Ok(()) | Err(Failure::NoDevice(_)) => {}
+                Err(f) => {
+                    eprintln!("ublk del: {}", f.message());
+                    failed += 1;
+                }
+            }
+        }
+        return match failed {
+            0 => Ok(()),
+            n => Err(Failure::Runtime(format!(
+                "{n} device(s) could not be deleted"
+            ))),
+        };
+    };
+    delete(&mut ctl, id, run_dir)
+}
+
+fn delete(ctl: &mut ublk::Controller, id: u32, run_dir: &Path) -> Result<(), Failure> {
+    let gone = |e: &ublk::Error| e.errno() == Some(Errno::ENODEV);
+    let info = ctl.info(id).map_err(|e| {
+        if gone(&e) {
+            Failure::NoDevice(id)
+        } else {
+            e.into()
+        }
+    })?;
+    let record = state::read(run_dir, id).ok().flatten();
+    let server = info.server_pid().or(record.as_ref().map(|r| r.pid));
+    match ctl.stop(id) {
+        Err(e) if gone(&e) => return Err(Failure::NoDevice(id)),
+        Err(e) => return Err(held_by(e, server)),
+        Ok(()) => {}
+    }
+    match ctl.delete(id) {
+        // Someone else deleted it in between: what was asked for is done.
+        Err(e) if gone(&e) => {}
+        Err(e) => return Err(held_by(e, server)),
+        Ok(()) => {}
+    }
+    // A `ublk add` server removes its record and exits once its device is gone; give it
+    // that time, then clean up after one that died without doing so. Other servers (a
+    // program using the library) may well live on without the device: not waited for.
+    if let Some(pid) = record
+        .as_ref()
+        .map(|r| r.pid)
+        .filter(|&p| Some(p) == server)
+    {
+        let deadline = Instant::now() + SERVER_EXIT;
+        while process_alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if process_alive(pid) {
+            eprintln!(
+                "ublk del: warning: device {id} is deleted, but its server (pid {pid}) is still running after {} s",
+                SERVER_EXIT.as_secs()
+            );
+            return Ok(());
+        }
+    }
+    if let Some(r) = record {
+        state::remove(run_dir, id, r.pid);
+    }
+    Ok(())
+}
+
+/// A failed STOP_DEV or DEL_DEV, with who is likely holding the device.
+fn held_by(e: ublk::Error, server: Option<i32>) -> Failure {
+    match server.filter(|&pid| process_alive(pid)) {
+        Some(pid) => Failure::Runtime(format!(
+            "{e}; its server (pid {pid}) still holds the device"
+        )),
+        None => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &[&str]) -> Result<DelOptions, Usage> {
+        let args: Vec<String> = line.iter().map(|s| s.to_string()).collect();
+        DelOptions::from_args(&args::parse("del", OPTS, &args)?)
+    }
+
+    #[test]
+    fn every_flag_and_error() {
+        let thirty = Duration::from_secs(30);
+        assert_eq!(
+            parse(&["-n", "3"]),
+            Ok(DelOptions {
+                id: Some(3),
+                timeout: thirty
+            })
+        );
+        assert_eq!(
+            parse(&["-a", "--timeout", "5"]),
+            Ok(DelOptions {
+                id: None,
+                timeout: Duration::from_secs(5)
+            })
+        );
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &[],
+                "which device? give -n ID, or -a for all (see ublk del --help)",
+            ),
+            (&["-n", "1", "-a"], "give -n ID or -a, not both"),
+            (
+                &["-n", "one"],
+                "--number: 'one' is not a device id (a whole number)",
+            ),
+            (
+                &["-a", "--timeout", "0"],
+                "--timeout: timeout must be 1..=3600, got 0",
+            ),
+            (
+                &["-a", "--timeout"],
+                "--timeout SECONDS needs a value (SECONDS)",
+            ),
+            (&["-x"], "unknown option -x (see ublk del --help)"),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse(line), Err(Usage(want.to_string())), "{line:?}");
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The targets `ublk add` serves, and how a description of one becomes a started device.
+
+use std::path::PathBuf;
+
+use ublk::{Device, DeviceBuilder, DiscardLimits, Loop, Mem, Null};
+
+/// A null device's size when none is given: what ublksrv's `ublk add -t null` makes.
+pub const NULL_DEFAULT_SIZE: u64 = 250 << 30;
+
+/// Which target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Reads zeroes, drops writes.
+    Null,
+    /// A RAM disk.
+    Mem,
+    /// A file or block device.
+    Loop,
+}
+
+impl Kind {
+    /// Every target, in the order help lists them.
+    pub const ALL: [Kind; 3] = [Kind::Null, Kind::Mem, Kind::Loop];
+
+    /// Its name on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Null => "null",
+            Kind::Mem => "mem",
+            Kind::Loop => "loop",
+        }
+    }
+
+    /// The target called `name`.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// A target as the user described it: everything needed to make it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetSpec {
+    /// Which target.
+    pub kind: Kind,
+    /// The backing file (loop only), absolute.
+    pub file: Option<PathBuf>,
+    /// The device size in bytes (default: null 250 GiB, loop the file's; mem needs one).
+    pub size: Option<u64>,
+    /// Loop: buffered I/O instead of direct.
+    pub buffered: bool,
+    /// The device refuses writes.
+    pub read_only: bool,
+    /// The logical block size (default: the backing file's, else 512).
+    pub logical_block_size: Option<u32>,
+}
+
+/// A device started from a [`TargetSpec`].
+pub struct Started {
+    /// The device, served by its queue threads.
+    pub device: Device,
+    /// Loop: whether the file is served with direct I/O.
+    pub direct_io: Option<bool>,
+    /// What the user should know but does not stop the device (e.g. why direct I/O was not
+    /// possible).
+    pub warnings: Vec<String>,
+}
+
+impl TargetSpec {
+    /// Opens the target and starts a device on it with `builder`'s queue settings.
+    pub fn start(&self, mut builder: DeviceBuilder) -> ublk::Result<Started> {
+        if self.read_only {
+            builder = builder.read_only(true);
+        }
+        let mut warnings = Vec::new();
+        let mut direct_io = None;
+        let device = match self.kind {
+            Kind::Null => {
+                if let Some(lbs) = self.logical_block_size {
+                    builder = builder.logical_block_size(lbs);
+                }
+                // FLUSH and DISCARD reach the server, so the device measures their path too.
+                builder
+                    .volatile_cache(true)
+                    .discard(DiscardLimits {
+                        granularity: 4096,
+                        max_discard_bytes: 1 << 30,
+                        max_write_zeroes_bytes: 1 << 30,
+                    })
+                    .start_target(Null::new(self.size.unwrap_or(NULL_DEFAULT_SIZE)))?
+            }
+            Kind::Mem => {
+                if let Some(lbs) = self.logical_block_size {
+                    builder = builder.logical_block_size(lbs);
+                }
+                // Parsing made sure a mem target has a size.
+                builder.start(Mem::new(self.size.unwrap_or_default())?)?
+            }
+            Kind::Loop => {
+                let file = self.file.clone().unwrap_or_default();
+                let mut options = Loop::options(&file)
+                    .buffered(self.buffered)
+                    .read_only(self.read_only);
+                if let Some(lbs) = self.logical_block_size {
+                    options = options.logical_block_size(lbs);
+                }
+                let target = options.open()?;
+                if let Some(why) = target.buffered_reason().filter(|_| !self.buffered) {
+                    warnings.push(format!("{}: buffered I/O: {why}", file.display()));
+                }
+                direct_io = Some(target.is_direct());
+                if let Some(size) = self.size {
+                    builder = builder.size(size);
+                }
+                builder.start_target(target)?
+            }
+        };
+        Ok(Started {
+            device,
+            direct_io,
+            warnings,
+        })
+    }
+}

@@ -1,0 +1,755 @@
+//! The `ublk` command-line tool against the real driver, run as a user runs it (the static
+//! binary in the guest's PATH): add, list, del for each target, the daemon's life, and bad
+//! input leaving nothing behind.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ublk::{Controller, Device, Features, Null};
+use ublk_tests::{ublk_char_device_ids, wait_for_path};
+
+use crate::backends::{Rng, Scratch, path_str};
+use crate::fio::{aligned, failed, io_err, open_direct, wait_child};
+use crate::harness::{NotPassed, Test, TestResult};
+use crate::json::{self, Value};
+
+const MIB: u64 = 1 << 20;
+
+macro_rules! tests {
+    ($($name:literal => $run:expr,)*) => {
+        &[$(Test { name: $name, needs: Features::empty(), run: $run },)*]
+    };
+}
+
+/// The tests of this file, in the order they run.
+pub const TESTS: &[Test] = tests![
+    "cli::add_list_del_each_target" => add_list_del_each_target,
+    "cli::list_json_shows_every_device" => list_json_shows_every_device,
+    "cli::del_all_removes_every_device" => del_all_removes_every_device,
+    "cli::daemon_outlives_the_add_command" => daemon_outlives_the_add_command,
+    "cli::foreground_serves_until_sigterm_or_del" => foreground_serves_until_sigterm_or_del,
+    "cli::del_removes_a_device_whose_server_died" => del_removes_a_device_whose_server_died,
+    "cli::bad_input_leaves_no_device" => bad_input_leaves_no_device,
+    "cli::features_json_matches_the_kernel" => features_json_matches_the_kernel,
+];
+
+// --- helpers ---------------------------------------------------------------------------------
+
+/// What a `ublk` run printed.
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    line: String,
+}
+
+impl Out {
+    /// Fails unless it exited 0.
+    fn ok(self) -> Result<Out, NotPassed> {
+        if self.code != 0 {
+            return Err(failed(format!(
+                "{} exited {}: {}{}",
+                self.line, self.code, self.stdout, self.stderr
+            )));
+        }
+        Ok(self)
+    }
+
+    /// Checks a failure: the exit code, nothing on stdout, one line on stderr with `want`.
+    fn fails(&self, code: i32, want: &str) {
+        assert_eq!(
+            self.code, code,
+            "{}: exit code; stderr: {}",
+            self.line, self.stderr
+        );
+        assert_eq!(self.stdout, "", "{}: stdout", self.line);
+        assert_eq!(
+            self.stderr.lines().count(),
+            1,
+            "{}: one line: {:?}",
+            self.line,
+            self.stderr
+        );
+        assert!(
+            self.stderr.contains(want),
+            "{}: want {want:?} in {:?}",
+            self.line,
+            self.stderr
+        );
+    }
+}
+
+fn run(mut cmd: Command, line: String) -> Result<Out, NotPassed> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(io_err("running ublk"))?;
+    Ok(Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        line,
+    })
+}
+
+/// Runs `ublk ARGS` and waits for it.
+fn ublk(args: &[&str]) -> Result<Out, NotPassed> {
+    let mut cmd = Command::new("ublk");
+    cmd.args(args);
+    run(cmd, format!("ublk {}", args.join(" ")))
+}
+
+/// A device `ublk add` made: its id and its server's pid, from the line it printed.
+struct Added {
+    id: u32,
+    pid: i32,
+}
+
+impl Added {
+    fn parse(out: &Out) -> Result<Added, NotPassed> {
+        // device 3: /dev/ublkb3 (null, 1 GiB, 2 queues of depth 32, server pid 123)
+        let line = out.stdout.trim_end();
+        let bad = || failed(format!("{}: unexpected output {line:?}", out.line));
+        let id: u32 = line
+            .strip_prefix("device ")
+            .and_then(|l| l.split_once(':'))
+            .and_then(|(id, _)| id.parse().ok())
+            .ok_or_else(bad)?;
+        let pid: i32 = line
+            .rsplit_once("server pid ")
+            .and_then(|(_, p)| p.trim_end_matches(')').parse().ok())
+            .ok_or_else(bad)?;
+        assert!(
+            line.contains(&format!(": /dev/ublkb{id} (")),
+            "{}: {line}",
+            out.line
+        );
+        assert_eq!(out.stdout.lines().count(), 1, "{}: one line", out.line);
+        Ok(Added { id, pid })
+    }
+
+    fn block_dev(&self) -> PathBuf {
+        PathBuf::from(format!("/dev/ublkb{}", self.id))
+    }
+}
+
+/// `ublk add ARGS`, which must succeed and leave a live device and a running daemon.
+fn add(args: &[&str]) -> Result<Added, NotPassed> {
+    let mut all = vec!["add"];
+    all.extend_from_slice(args);
+    let out = ublk(&all)?.ok()?;
+    let added = Added::parse(&out)?;
+    assert!(
+        added.block_dev().exists(),
+        "{} exists when ublk add returns",
+        added.block_dev().display()
+    );
+    assert!(
+        process_alive(added.pid),
+        "the server runs after ublk add returned"
+    );
+    Ok(added)
+}
+
+/// `ublk del -n ID`, which must succeed and leave neither device, server nor record.
+fn del(added: &Added) -> TestResult {
+    let out = ublk(&["del", "-n", &added.id.to_string()])?.ok()?;
+    assert_eq!(out.stdout, "", "del prints nothing");
+    assert_gone(added);
+    Ok(())
+}
+
+fn assert_gone(added: &Added) {
+    assert!(
+        !ublk_char_device_ids().contains(&added.id),
+        "device {} deleted",
+        added.id
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || !process_alive(added.pid)),
+        "server {} exited",
+        added.pid
+    );
+    assert!(!record(added.id).exists(), "record of {} removed", added.id);
+}
+
+fn record(id: u32) -> PathBuf {
+    PathBuf::from(format!("/run/ublk/{id}.json"))
+}
+
+fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+/// Fields of /proc/PID/stat after the command name: state, ppid, pgrp, session, ...
+fn proc_stat(pid: i32) -> Result<Vec<String>, NotPassed> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(io_err("reading /proc/PID/stat"))?;
+    let (_, rest) = s
+        .rsplit_once(')')
+        .ok_or_else(|| failed("bad /proc/PID/stat"))?;
+    Ok(rest.split_whitespace().map(String::from).collect())
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `ublk list --json [-n ID]`, parsed: the array.
+fn list_json(id: Option<u32>) -> Result<Vec<Value>, NotPassed> {
+    let id = id.map(|i| i.to_string());
+    let mut args = vec!["list", "--json"];
+    if let Some(id) = &id {
+        args.extend(["-n", id.as_str()]);
+    }
+    let out = ublk(&args)?.ok()?;
+    let v = json::parse(&out.stdout).map_err(|e| failed(format!("{}: {e}", out.line)))?;
+    v.as_array()
+        .map(<[Value]>::to_vec)
+        .ok_or_else(|| failed(format!("{}: not an array", out.line)))
+}
+
+fn list_one(id: u32) -> Result<Value, NotPassed> {
+    let all = list_json(Some(id))?;
+    assert_eq!(all.len(), 1, "list -n {id} shows one device");
+    Ok(all[0].clone())
+}
+
+fn sysfs(id: u32, file: &str) -> Result<u64, NotPassed> {
+    let path = format!("/sys/block/ublkb{id}/{file}");
+    std::fs::read_to_string(&path)
+        .map_err(io_err("reading sysfs"))?
+        .trim()
+        .parse()
+        .map_err(|_| failed(format!("{path}: not a number")))
+}
+
+/// Checks `ublk list`'s JSON for a device against the kernel (GET_DEV_INFO, sysfs).
+fn check_listed(v: &Value, id: u32) -> TestResult {
+    let info = Controller::open()?.info(id)?;
+    let num = |k: &str| v.get(k).and_then(Value::as_u64);
+    assert_eq!(num("id"), Some(u64::from(id)));
+    assert_eq!(v.get("state").and_then(Value::as_str), Some("live"));
+    assert_eq!(
+        v.get("block_device").and_then(Value::as_str),
+        Some(format!("/dev/ublkb{id}").as_str())
+    );
+    assert_eq!(
+        v.get("char_device").and_then(Value::as_str),
+        Some(format!("/dev/ublkc{id}").as_str())
+    );
+    assert_eq!(num("queues"), Some(u64::from(info.queues())));
+    assert_eq!(num("depth"), Some(u64::from(info.queue_depth())));
+    assert_eq!(num("max_io_size"), Some(u64::from(info.max_io_bytes())));
+    assert_eq!(num("size"), Some(sysfs(id, "size")? * 512));
+    assert_eq!(
+        num("logical_block_size"),
+        Some(sysfs(id, "queue/logical_block_size")?)
+    );
+    assert_eq!(
+        num("physical_block_size"),
+        Some(sysfs(id, "queue/physical_block_size")?)
+    );
+    assert_eq!(
+        v.get("read_only").and_then(Value::as_bool),
+        Some(sysfs(id, "ro")? == 1)
+    );
+    let flags: Vec<&str> = v
+        .get("flags")
+        .and_then(Value::as_array)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(flags, info.flags().names().collect::<Vec<_>>());
+    assert_eq!(
+        v.get("server_pid").and_then(Value::as_i64),
+        info.server_pid().map(i64::from)
+    );
+    assert_eq!(v.get("server_running").and_then(Value::as_bool), Some(true));
+    Ok(())
+}
+
+/// Writes a pattern through the device with direct I/O, reads it back; returns it.
+fn write_and_read(dev: &Path, offset: u64) -> Result<Vec<u8>, NotPassed> {
+    let pattern = Rng::new(offset).bytes(256 << 10);
+    let f = open_direct(dev).map_err(io_err("opening the device"))?;
+    let mut storage = Vec::new();
+    let buf = aligned(&mut storage, pattern.len());
+    buf.copy_from_slice(&pattern);
+    f.write_all_at(buf, offset).map_err(io_err("writing"))?;
+    f.sync_all().map_err(io_err("fsync"))?;
+    buf.fill(0);
+    f.read_exact_at(buf, offset).map_err(io_err("reading"))?;
+    assert!(
+        buf == &pattern[..],
+        "{}: read back as written",
+        dev.display()
+    );
+    Ok(pattern)
+}
+
+// --- tests -----------------------------------------------------------------------------------
+
+fn add_list_del_each_target() -> TestResult {
+    let scratch = Scratch::new("cli-targets")?;
+    let image = scratch.file("disk.img", 32 * MIB)?;
+    let image_str = path_str(&image).to_string();
+    struct Case<'a> {
+        args: Vec<&'a str>,
+        target: &'a str,
+        size: u64,
+        queues: u64,
+        depth: u64,
+    }
+    let cases = [
+        Case {
+            args: vec!["-t", "null", "--size", "1G", "-q", "2", "-d", "32"],
+            target: "null",
+            size: 1 << 30,
+            queues: 2,
+            depth: 32,
+        },
+        Case {
+            args: vec![
+                "-t",
+                "mem",
+                "--size",
+                "32M",
+                "--logical-block-size",
+                "4096",
+                "--max-io-size",
+                "1M",
+            ],
+            target: "mem",
+            size: 32 * MIB,
+            queues: 1,
+            depth: 128,
+        },
+        Case {
+            args: vec!["-t", "loop", "-f", &image_str, "-d", "64"],
+            target: "loop",
+            size: 32 * MIB,
+            queues: 1,
+            depth: 64,
+        },
+    ];
+    for case in cases {
+        let added = add(&case.args)?;
+        let v = list_one(added.id)?;
+        check_listed(&v, added.id)?;
+        let num = |k: &str| v.get(k).and_then(Value::as_u64);
+        assert_eq!(num("size"), Some(case.size), "{}", case.target);
+        assert_eq!(num("queues"), Some(case.queues), "{}", case.target);
+        assert_eq!(num("depth"), Some(case.depth), "{}", case.target);
+        assert_eq!(v.get("target").and_then(Value::as_str), Some(case.target));
+        assert_eq!(
+            v.get("server_pid").and_then(Value::as_i64),
+            Some(i64::from(added.pid)),
+            "the pid ublk add printed"
+        );
+        assert!(record(added.id).exists(), "the server records its device");
+        let text = ublk(&["list", "-n", &added.id.to_string()])?.ok()?.stdout;
+        assert!(
+            text.starts_with(&format!("dev {}: live, /dev/ublkb{}", added.id, added.id)),
+            "{text}"
+        );
+        assert!(text.contains(&format!("target: {}", case.target)), "{text}");
+        match case.target {
+            "mem" => {
+                assert_eq!(num("logical_block_size"), Some(4096));
+                assert_eq!(num("max_io_size"), Some(MIB));
+                write_and_read(&added.block_dev(), 3 * MIB)?;
+            }
+            "loop" => {
+                assert_eq!(v.get("file").and_then(Value::as_str), Some(&*image_str));
+                assert!(v.get("direct_io").and_then(Value::as_bool).is_some());
+                assert!(text.contains(&image_str), "{text}");
+                let pattern = write_and_read(&added.block_dev(), 5 * MIB)?;
+                let mut back = vec![0u8; pattern.len()];
+                File::open(&image)
+                    .and_then(|f| f.read_exact_at(&mut back, 5 * MIB))
+                    .map_err(io_err("reading the image"))?;
+                assert!(back == pattern, "the loop device writes to its file");
+            }
+            _ => {
+                assert_eq!(v.get("file"), Some(&Value::Null));
+            }
+        }
+        del(&added)?;
+    }
+    // Read-only loop: the kernel's view says so, and writes fail.
+    let added = add(&["-t", "loop", "-f", &image_str, "--ro"])?;
+    let v = list_one(added.id)?;
+    assert_eq!(v.get("read_only").and_then(Value::as_bool), Some(true));
+    assert_eq!(sysfs(added.id, "ro")?, 1);
+    assert!(
+        write_and_read(&added.block_dev(), 0).is_err(),
+        "a read-only device refuses writes"
+    );
+    del(&added)
+}
+
+fn list_json_shows_every_device() -> TestResult {
+    // One device from the library in this process (no record: target unknown), one from
+    // the CLI.
+    let lib = Device::builder().start_target(Null::new(64 * MIB))?;
+    let cli = add(&["-t", "mem", "--size", "16M"])?;
+    let all = list_json(None)?;
+    let ids: Vec<u64> = all
+        .iter()
+        .filter_map(|v| v.get("id").and_then(Value::as_u64))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            u64::from(lib.id().min(cli.id)),
+            u64::from(lib.id().max(cli.id))
+        ],
+        "every device, in id order"
+    );
+    for v in &all {
+        let id = v.get("id").and_then(Value::as_u64).unwrap_or(0) as u32;
+        check_listed(v, id)?;
+        if id == lib.id() {
+            assert_eq!(v.get("target"), Some(&Value::Null), "no record");
+            assert_eq!(
+                v.get("server_pid").and_then(Value::as_i64),
+                Some(i64::from(std::process::id()))
+            );
+        } else {
+            assert_eq!(v.get("target").and_then(Value::as_str), Some("mem"));
+        }
+    }
+    let text = ublk(&["list"])?.ok()?.stdout;
+    assert!(
+        text.contains("target: unknown (not started by ublk add)"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("dev ")).count(),
+        2,
+        "{text}"
+    );
+    // `ublk del` stops a server that is not its own, through the driver.
+    ublk(&["del", "-n", &lib.id().to_string()])?.ok()?;
+    assert!(
+        wait_until(Duration::from_secs(5), || !lib.is_running()),
+        "the library's device sees the delete"
+    );
+    lib.stop()?;
+    del(&cli)?;
+    assert_eq!(list_json(None)?, Vec::<Value>::new(), "an empty array");
+    Ok(())
+}
+
+fn del_all_removes_every_device() -> TestResult {
+    let scratch = Scratch::new("cli-del-all")?;
+    let image = scratch.file("disk.img", 16 * MIB)?;
+    let added = [
+        add(&["-t", "null"])?,
+        add(&["-t", "mem", "--size", "8M", "-q", "2"])?,
+        add(&["-t", "loop", "-f", path_str(&image)])?,
+    ];
+    assert_eq!(ublk_char_device_ids().len(), 3);
+    let out = ublk(&["del", "-a"])?.ok()?;
+    assert_eq!(out.stderr, "");
+    for a in &added {
+        assert_gone(a);
+    }
+    assert!(ublk_char_device_ids().is_empty());
+    // With nothing left, -a has nothing to do and succeeds.
+    ublk(&["del", "-a"])?.ok()?;
+    Ok(())
+}
+
+fn daemon_outlives_the_add_command() -> TestResult {
+    // `ublk add` in a process group of its own, which is then killed whole, as a shell
+    // kills a job: the daemon is in its own session and must not be in it.
+    let mut cmd = Command::new("ublk");
+    cmd.args(["add", "-t", "mem", "--size", "16M"])
+        .process_group(0);
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io_err("ublk add"))?;
+    let add_pid = child.id() as i32;
+    let code = wait_child(&mut child, Duration::from_secs(150))?;
+    let mut stdout = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        use std::io::Read;
+        s.read_to_string(&mut stdout)
+            .map_err(io_err("reading ublk add's output"))?;
+    }
+    assert_eq!(code, 0, "ublk add: {stdout}");
+    let out = Out {
+        code,
+        stdout,
+        stderr: String::new(),
+        line: "ublk add".into(),
+    };
+    let added = Added::parse(&out)?;
+    // SAFETY: kill takes plain integers; -pgid names the add command's (now empty) group.
+    unsafe { libc::kill(-add_pid, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(process_alive(added.pid), "the daemon survived");
+    assert_ne!(added.pid, add_pid, "the server is another process");
+    let stat = proc_stat(added.pid)?;
+    assert_eq!(
+        (stat[2].as_str(), stat[3].as_str()),
+        (
+            added.pid.to_string().as_str(),
+            added.pid.to_string().as_str()
+        ),
+        "the daemon leads its own process group and session"
+    );
+    assert_ne!(
+        stat[1],
+        add_pid.to_string(),
+        "reparented away from ublk add"
+    );
+    write_and_read(&added.block_dev(), MIB)?;
+    let fds = std::fs::read_link(format!("/proc/{}/fd/1", added.pid))
+        .map_err(io_err("reading the daemon's stdout"))?;
+    assert_eq!(
+        fds,
+        Path::new("/dev/null"),
+        "the daemon's stdout is detached"
+    );
+    del(&added)
+}
+
+fn foreground_serves_until_sigterm_or_del() -> TestResult {
+    use std::io::{BufRead, BufReader, Read};
+    for stop_with_del in [false, true] {
+        let mut child = Command::new("ublk")
+            .args(["add", "-t", "null", "--size", "64M", "--foreground"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(io_err("ublk add --foreground"))?;
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut first = String::new();
+        stdout
+            .read_line(&mut first)
+            .map_err(io_err("reading its output"))?;
+        let out = Out {
+            code: 0,
+            stdout: first.clone(),
+            stderr: String::new(),
+            line: "ublk add --foreground".into(),
+        };
+        let added = Added::parse(&out)?;
+        assert_eq!(added.pid, child.id() as i32, "served by the command itself");
+        let v = list_one(added.id)?;
+        assert_eq!(v.get("target").and_then(Value::as_str), Some("null"));
+        if stop_with_del {
+            ublk(&["del", "-n", &added.id.to_string()])?.ok()?;
+        } else {
+            // SAFETY: kill takes plain integers; the pid is our live child.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+        let code = wait_child(&mut child, Duration::from_secs(30))?;
+        let mut rest = String::new();
+        let _ = stdout.read_to_string(&mut rest);
+        assert_eq!(code, 0, "exit code; output: {first}{rest}");
+        assert!(rest.contains("stopped; served"), "{rest}");
+        assert!(
+            wait_for_path(added.block_dev(), false, Duration::from_secs(5)),
+            "device node removed"
+        );
+        assert_gone(&added);
+    }
+    Ok(())
+}
+
+fn del_removes_a_device_whose_server_died() -> TestResult {
+    let added = add(&["-t", "mem", "--size", "16M"])?;
+    // SAFETY: kill takes plain integers; the pid is the daemon's.
+    unsafe { libc::kill(added.pid, libc::SIGKILL) };
+    assert!(
+        wait_until(Duration::from_secs(10), || !process_alive(added.pid)),
+        "the server died"
+    );
+    // The driver stops a device whose server is gone (at once on 7.x; 6.12 notices it within
+    // its 5 s monitor period).
+    let mut v = list_one(added.id)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while v.get("state").and_then(Value::as_str) != Some("dead") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        v = list_one(added.id)?;
+    }
+    assert_eq!(v.get("state").and_then(Value::as_str), Some("dead"));
+    assert_eq!(
+        v.get("server_running").and_then(Value::as_bool),
+        Some(false)
+    );
+    assert_eq!(
+        v.get("target").and_then(Value::as_str),
+        Some("mem"),
+        "the dead server's record still describes the device"
+    );
+    let text = ublk(&["list", "-n", &added.id.to_string()])?.ok()?.stdout;
+    assert!(text.contains(&format!("pid {}, gone", added.pid)), "{text}");
+    del(&added)
+}
+
+fn bad_input_leaves_no_device() -> TestResult {
+    let scratch = Scratch::new("cli-bad")?;
+    let small = scratch.file("small.img", MIB)?;
+    let small = path_str(&small).to_string();
+    let dir = path_str(scratch.dir()).to_string();
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["add", "-t", "null", "-q", "0"], 2, "queue count must be"),
+        (
+            &["add", "-t", "loop", "-f", "/nonexistent/disk.img"],
+            1,
+            "/nonexistent/disk.img: No such file or directory",
+        ),
+        (
+            &[
+                "add",
+                "-t",
+                "loop",
+                "-f",
+                "/nonexistent/disk.img",
+                "--foreground",
+            ],
+            1,
+            "/nonexistent/disk.img: No such file or directory",
+        ),
+        (&["add", "-t", "loop", "-f", &dir], 2, &dir),
+        (
+            &["add", "-t", "loop", "-f", &small, "--size", "2M"],
+            2,
+            "size",
+        ),
+        (
+            &["add", "-t", "mem", "--size", "1T"],
+            2,
+            "more than this machine's memory",
+        ),
+        (
+            &[
+                "add",
+                "-t",
+                "null",
+                "--size",
+                "4K",
+                "--logical-block-size",
+                "4096",
+                "--max-io-size",
+                "4K",
+            ],
+            0,
+            "",
+        ),
+        (
+            &["del", "-n", "77"],
+            1,
+            "ublk del: device 77 does not exist",
+        ),
+        (
+            &["list", "-n", "77"],
+            1,
+            "ublk list: device 77 does not exist",
+        ),
+    ];
+    for (args, code, want) in cases {
+        let before = ublk_char_device_ids();
+        let out = ublk(args)?;
+        if *code == 0 {
+            // The smallest device there is: it works, and is deleted again.
+            let added = Added::parse(&out.ok()?)?;
+            del(&added)?;
+            continue;
+        }
+        out.fails(*code, want);
+        assert_eq!(
+            ublk_char_device_ids(),
+            before,
+            "{}: no device left",
+            out.line
+        );
+    }
+
+    // An id in use: the kernel's EEXIST, and the existing device is untouched.
+    let first = add(&["-t", "null", "-n", "9"])?;
+    assert_eq!(first.id, 9);
+    for fg in [&[][..], &["--foreground"]] {
+        let mut args = vec!["add", "-t", "null", "-n", "9"];
+        args.extend_from_slice(fg);
+        ublk(&args)?.fails(1, "EEXIST");
+    }
+    assert_eq!(ublk_char_device_ids(), [9]);
+    assert!(process_alive(first.pid));
+    assert_eq!(
+        list_one(9)?.get("server_pid").and_then(Value::as_i64),
+        Some(i64::from(first.pid))
+    );
+    del(&first)?;
+
+    // Without permission to the control device: one line, exit 1, nothing made.
+    for args in [&["list"][..], &["add", "-t", "null"], &["del", "-a"]] {
+        let mut cmd = Command::new("ublk");
+        cmd.args(args).uid(65534).gid(65534);
+        let out = run(cmd, format!("ublk {} (as nobody)", args.join(" ")))?;
+        out.fails(1, "permission denied");
+        assert!(ublk_char_device_ids().is_empty());
+    }
+    Ok(())
+}
+
+fn features_json_matches_the_kernel() -> TestResult {
+    let kernel = Controller::open()?.features()?;
+    let out = ublk(&["features", "--json"])?.ok()?;
+    let v = json::parse(&out.stdout).map_err(failed)?;
+    assert_eq!(v.get("kernel").and_then(Value::as_u64), Some(kernel.bits()));
+    let features = v
+        .get("features")
+        .and_then(Value::as_array)
+        .ok_or_else(|| failed("no features array"))?;
+    assert_eq!(features.len(), Features::NAMED.len());
+    for (f, (name, bit)) in features.iter().zip(Features::NAMED) {
+        assert_eq!(f.get("name").and_then(Value::as_str), Some(*name));
+        assert_eq!(f.get("bit").and_then(Value::as_u64), Some(bit.bits()));
+        assert_eq!(
+            f.get("kernel").and_then(Value::as_bool),
+            Some(kernel.contains(*bit)),
+            "{name}"
+        );
+        assert_eq!(
+            f.get("build").and_then(Value::as_bool),
+            Some(ublk::BUILD_FEATURES.contains(*bit)),
+            "{name}"
+        );
+    }
+    let text = ublk(&["features"])?.ok()?.stdout;
+    for name in kernel.names() {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(name) && l.contains("yes")),
+            "{name} in {text}"
+        );
+    }
+    Ok(())
+}
