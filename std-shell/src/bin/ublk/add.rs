@@ -220,9 +220,7 @@ pub fn run(p: &Parsed) -> Result<(), Failure> {
         }
         crate::print(&format!("{}\n", served.summary));
         crate::print("serving; Ctrl-C (or SIGTERM, or ublk del) stops it\n");
-        let stats = served.serve()?;
-        crate::print(&format!("stopped; {stats}\n"));
-        Ok(())
+        served.serve(&|line| crate::print(&format!("{line}\n")))
     } else {
         daemon::run(&options)
     }
@@ -273,18 +271,17 @@ impl Served {
     }
 
     /// Serves until SIGINT, SIGTERM or SIGHUP, or until the device is stopped from outside
-    /// (`ublk del`); then stops it, removes its record and returns its counters as text.
-    pub fn serve(self) -> Result<String, Failure> {
+    /// (`ublk del`); then stops it and removes its record. `say` is told why it stopped and
+    /// what it served; an error stopping is returned.
+    pub fn serve(self, say: &dyn Fn(&str)) -> Result<(), Failure> {
+        let id = self.device.id();
         loop {
             if let Some(sig) = self.signals.wait(Duration::from_millis(200)) {
-                crate::print(&format!(
-                    "{}: stopping device {}\n",
-                    signal_name(sig),
-                    self.device.id()
-                ));
+                say(&format!("{}: stopping device {id}", signal_name(sig)));
                 break;
             }
             if !self.device.is_running() {
+                say(&format!("device {id} was stopped from outside"));
                 break;
             }
         }
@@ -292,10 +289,11 @@ impl Served {
         let stopped = self.device.stop();
         state::remove(&self.run_dir, self.record.id, self.record.pid);
         stopped?;
-        Ok(format!(
-            "served {} reads, {} writes, {} flushes, {} discards, {} write-zeroes; {} errors",
+        say(&format!(
+            "device {id} stopped; served {} reads, {} writes, {} flushes, {} discards, {} write-zeroes; {} errors",
             s.reads, s.writes, s.flushes, s.discards, s.write_zeroes, s.errors
-        ))
+        ));
+        Ok(())
     }
 }
 

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! A daemon that dies or hangs before it says `ready` or `error` is reported as such, so
-//! the command never waits forever.
+//! the command never waits forever. After `ready`, the daemon's messages (why it stopped,
+//! what it served, errors) go to the system log ([`crate::log`]).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::Failure;
 use crate::add::{AddOptions, Served};
+use crate::log::{Level, log};
 use crate::state;
 
 /// How long the command waits for the daemon's verdict. Starting a device is a handful of
@@ -83,9 +85,13 @@ fn daemon(options: &AddOptions, mut report: File) -> i32 {
     detach_stdio();
     let _ = writeln!(report, "ready {}", served.summary);
     drop(report);
-    match served.serve() {
-        Ok(_) => 0,
-        Err(f) => f.code(),
+    log(Level::Notice, &format!("serving {}", served.summary));
+    match served.serve(&|line| log(Level::Notice, line)) {
+        Ok(()) => 0,
+        Err(f) => {
+            log(Level::Error, &f.message());
+            f.code()
+        }
     }
 }
 

@@ -16,6 +16,7 @@ mod daemon;
 mod del;
 mod json;
 mod list;
+mod log;
 mod state;
 mod target;
 
