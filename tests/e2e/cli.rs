@@ -83,15 +83,42 @@ impl Out {
     }
 }
 
+/// Runs `cmd` to its end, bounded. Its output is read through pipes, as `$(ublk add ...)`
+/// reads it: a daemon that kept them open would make the shell wait forever, and here fails.
 fn run(mut cmd: Command, line: String) -> Result<Out, NotPassed> {
-    let out = cmd
+    use std::io::Read;
+    use std::sync::mpsc;
+    let mut child = cmd
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(io_err("running ublk"))?;
+    let read_all = |pipe: Option<Box<dyn Read + Send>>| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut text);
+            }
+            let _ = tx.send(String::from_utf8_lossy(&text).into_owned());
+        });
+        rx
+    };
+    let stdout = read_all(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = read_all(child.stderr.take().map(|p| Box::new(p) as _));
+    let code = wait_child(&mut child, Duration::from_secs(200))?;
+    let closed = |rx: mpsc::Receiver<String>, which: &str| {
+        rx.recv_timeout(Duration::from_secs(10)).map_err(|_| {
+            failed(format!(
+                "{line}: exited, but its {which} is still open 10 s later (held by a daemon?)"
+            ))
+        })
+    };
     Ok(Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code,
+        stdout: closed(stdout, "stdout")?,
+        stderr: closed(stderr, "stderr")?,
         line,
     })
 }

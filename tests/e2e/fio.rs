@@ -159,13 +159,19 @@ pub fn range_ioctl(
 pub fn wait_child(child: &mut std::process::Child, limit: Duration) -> Result<i32, NotPassed> {
     let deadline = Instant::now() + limit;
     loop {
-        if let Some(status) = child.try_wait().map_err(io_err("waiting for fio"))? {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(io_err("waiting for a child process"))?
+        {
             return Ok(status.code().unwrap_or(-1));
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(failed(format!("fio still running after {limit:?}")));
+            return Err(failed(format!(
+                "child process {} still running after {limit:?}; killed",
+                child.id()
+            )));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
