@@ -13,7 +13,7 @@ use ublk_tests::{ublk_char_device_ids, wait_for_path};
 
 use crate::fio::{
     self, BLKDISCARD, BLKZEROOUT, FioResult, aligned, failed, io_err, open_direct, range_ioctl,
-    run_example,
+    run_example, write_read_back,
 };
 use crate::harness::{NotPassed, Test, TestResult};
 
@@ -672,22 +672,7 @@ fn bad_backing_files_add_no_device() -> TestResult {
 
 fn examples_serve_and_stop() -> TestResult {
     let pattern = Rng::new(7).bytes(64 << 10);
-    let write_and_read = |dev: &Path| -> TestResult {
-        let f = open_direct(dev).map_err(io_err("opening"))?;
-        let mut storage = Vec::new();
-        let buf = aligned(&mut storage, pattern.len());
-        buf.copy_from_slice(&pattern);
-        f.write_all_at(buf, MIB).map_err(io_err("writing"))?;
-        f.sync_all().map_err(io_err("fsync"))?;
-        buf.fill(0);
-        f.read_exact_at(buf, MIB).map_err(io_err("reading"))?;
-        assert!(
-            buf == &pattern[..],
-            "{}: data read back as written",
-            dev.display()
-        );
-        Ok(())
-    };
+    let write_and_read = |dev: &Path| write_read_back(dev, MIB, &pattern);
     run_example(
         "ramdisk",
         &["--size", "16M", "--queues", "2"],

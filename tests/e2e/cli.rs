@@ -13,7 +13,7 @@ use ublk::{Controller, Device, Features, Null};
 use ublk_tests::{ublk_char_device_ids, wait_for_path};
 
 use crate::backends::{Rng, Scratch, path_str};
-use crate::fio::{aligned, failed, io_err, open_direct, wait_child};
+use crate::fio::{failed, io_err, wait_child, write_read_back};
 use crate::harness::{NotPassed, Test, TestResult};
 use crate::json::{self, Value};
 
@@ -317,19 +317,7 @@ fn check_listed(v: &Value, id: u32) -> TestResult {
 /// Writes a pattern through the device with direct I/O, reads it back; returns it.
 fn write_and_read(dev: &Path, offset: u64) -> Result<Vec<u8>, NotPassed> {
     let pattern = Rng::new(offset).bytes(256 << 10);
-    let f = open_direct(dev).map_err(io_err("opening the device"))?;
-    let mut storage = Vec::new();
-    let buf = aligned(&mut storage, pattern.len());
-    buf.copy_from_slice(&pattern);
-    f.write_all_at(buf, offset).map_err(io_err("writing"))?;
-    f.sync_all().map_err(io_err("fsync"))?;
-    buf.fill(0);
-    f.read_exact_at(buf, offset).map_err(io_err("reading"))?;
-    assert!(
-        buf == &pattern[..],
-        "{}: read back as written",
-        dev.display()
-    );
+    write_read_back(dev, offset, &pattern)?;
     Ok(pattern)
 }
 

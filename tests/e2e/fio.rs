@@ -3,7 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -123,6 +123,25 @@ pub fn aligned(storage: &mut Vec<u8>, len: usize) -> &mut [u8] {
     storage.resize(len + 4096, 0);
     let off = storage.as_ptr().align_offset(4096);
     &mut storage[off..off + len]
+}
+
+/// Writes `pattern` at `offset` through the device with direct I/O, syncs, reads it back
+/// and checks it.
+pub fn write_read_back(dev: &Path, offset: u64, pattern: &[u8]) -> TestResult {
+    let f = open_direct(dev).map_err(io_err("opening the device"))?;
+    let mut storage = Vec::new();
+    let buf = aligned(&mut storage, pattern.len());
+    buf.copy_from_slice(pattern);
+    f.write_all_at(buf, offset).map_err(io_err("writing"))?;
+    f.sync_all().map_err(io_err("fsync"))?;
+    buf.fill(0);
+    f.read_exact_at(buf, offset).map_err(io_err("reading"))?;
+    assert!(
+        buf == pattern,
+        "{}: data read back as written",
+        dev.display()
+    );
+    Ok(())
 }
 
 /// `BLKDISCARD`: `_IO(0x12, 119)`, discards a `[offset, length]` range of a block device.
