@@ -50,6 +50,23 @@ pub(crate) fn set_io_flusher() -> io::Result<()> {
     Ok(())
 }
 
+/// The CPUs the calling thread may run on (its affinity mask, as cgroups and the parent left
+/// it).
+pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: cpu_set_t is a plain bit array; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed; pid 0 is this thread.
+    let ret = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let capacity = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: every index is below the set's capacity.
+    Ok((0..capacity)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect())
+}
+
 /// Pins the calling thread to `cpus` (ignored when none fits a `cpu_set_t`).
 pub(crate) fn set_affinity(cpus: &[usize]) -> io::Result<()> {
     let capacity = 8 * std::mem::size_of::<libc::cpu_set_t>();

@@ -257,7 +257,7 @@ fn ext4_round_trip(dev: &Path, mnt: &Path) -> Result<(), NotPassed> {
 
 /// fio writes `size` bytes at random offsets in mixed block sizes (4 KiB to 1 MiB), each
 /// block with a crc32c header, then reads every block back and checks it.
-fn fio_verify_run(dev: &Path, iodepth: u32, size: u64) -> Result<FioResult, NotPassed> {
+pub(crate) fn fio_verify_run(dev: &Path, iodepth: u32, size: u64) -> Result<FioResult, NotPassed> {
     let mut cmd = Command::new("fio");
     cmd.args([
         "--name=verify",

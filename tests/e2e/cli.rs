@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ublk::{Controller, Device, Features, Null};
 use ublk_tests::{ublk_char_device_ids, wait_for_path};
 
-use crate::backends::{Rng, Scratch, path_str};
+use crate::backends::{Rng, Scratch, fio_verify_run, path_str};
 use crate::fio::{failed, io_err, wait_child, write_read_back};
 use crate::harness::{NotPassed, Test, TestResult};
 use crate::json::{self, Value};
@@ -35,6 +35,7 @@ pub const TESTS: &[Test] = tests![
     "cli::del_removes_a_device_whose_server_died" => del_removes_a_device_whose_server_died,
     "cli::bad_input_leaves_no_device" => bad_input_leaves_no_device,
     "cli::features_json_matches_the_kernel" => features_json_matches_the_kernel,
+    "cli::each_queue_thread_runs_on_one_cpu" => each_queue_thread_runs_on_one_cpu,
 ];
 
 // --- helpers ---------------------------------------------------------------------------------
@@ -783,6 +784,97 @@ fn features_json_matches_the_kernel() -> TestResult {
                 .any(|l| l.starts_with(name) && l.contains("yes")),
             "{name} in {text}"
         );
+    }
+    Ok(())
+}
+
+/// The CPUs a thread may run on, from `Cpus_allowed_list` in /proc (e.g. "0", "0-1,3").
+fn thread_cpus(pid: i32, tid: &str) -> Result<Vec<usize>, NotPassed> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+        .map_err(io_err("reading a thread's status"))?;
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .ok_or_else(|| failed("no Cpus_allowed_list in /proc/PID/task/TID/status"))?;
+    let mut cpus = Vec::new();
+    for part in list.trim().split(',') {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let bad = || failed(format!("bad Cpus_allowed_list {list:?}"));
+        let (lo, hi): (usize, usize) = (
+            lo.parse().map_err(|_| bad())?,
+            hi.parse().map_err(|_| bad())?,
+        );
+        cpus.extend(lo..=hi);
+    }
+    Ok(cpus)
+}
+
+/// The server's queue threads (named ublkIDqQ), by queue: their thread ids.
+fn queue_threads(added: &Added) -> Result<Vec<(u16, String)>, NotPassed> {
+    let prefix = format!("ublk{}q", added.id);
+    let mut found = Vec::new();
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", added.pid))
+        .map_err(io_err("listing the server's threads"))?;
+    for task in tasks {
+        let tid = task
+            .map_err(io_err("listing the server's threads"))?
+            .file_name();
+        let tid = tid.to_string_lossy().into_owned();
+        let comm = std::fs::read_to_string(format!("/proc/{}/task/{tid}/comm", added.pid))
+            .unwrap_or_default();
+        if let Some(q) = comm
+            .trim_end()
+            .strip_prefix(&prefix)
+            .and_then(|q| q.parse().ok())
+        {
+            found.push((q, tid));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Each queue thread runs on one CPU, the first of its queue's (GET_QUEUE_AFFINITY): left
+/// free to move, a thread follows its wake-ups onto the submitter's CPU, where the two take
+/// turns instead of running in parallel. Data stays intact at QD1 and QD64 on every queue.
+fn each_queue_thread_runs_on_one_cpu() -> TestResult {
+    let size = 32 * MIB;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // One queue: its CPUs are all of them, so the thread must pick one. Two: each its own.
+    let counts: &[u16] = if cpus >= 2 { &[1, 2] } else { &[1] };
+    let mut ctrl = Controller::open()?;
+    for &queues in counts {
+        let added = add(&["-t", "mem", "--size", "32M", "-q", &queues.to_string()])?;
+        let threads = queue_threads(&added)?;
+        let want: Vec<u16> = (0..queues).collect();
+        let got: Vec<u16> = threads.iter().map(|(q, _)| *q).collect();
+        assert_eq!(got, want, "-q {queues}: one thread per queue");
+        for (q, tid) in &threads {
+            let affinity = ctrl.queue_affinity(added.id, *q)?;
+            if queues == 1 {
+                assert_eq!(affinity.len(), cpus, "one queue serves every CPU");
+            }
+            let on = thread_cpus(added.pid, tid)?;
+            assert_eq!(
+                on,
+                affinity[..1].to_vec(),
+                "-q {queues}: queue {q}'s thread runs on the first CPU of the queue's {affinity:?}"
+            );
+        }
+        for qd in [1, 64] {
+            let v = fio_verify_run(&added.block_dev(), qd, size)?;
+            assert_eq!(
+                v.write_kib,
+                size >> 10,
+                "-q {queues}, QD{qd}: fio wrote the whole device"
+            );
+            assert_eq!(
+                v.read_kib,
+                size >> 10,
+                "-q {queues}, QD{qd}: and verified it all"
+            );
+        }
+        del(&added)?;
     }
     Ok(())
 }

@@ -30,7 +30,7 @@ pub(crate) struct QueueSpec {
     pub dev_bytes: u64,
     pub encoding: OpEncoding,
     pub need_get_data: bool,
-    /// CPUs to pin the thread to (GET_QUEUE_AFFINITY); empty: no pinning.
+    /// The queue's CPUs (GET_QUEUE_AFFINITY): the thread runs on the first it may use.
     pub cpus: Vec<usize>,
 }
 
@@ -112,8 +112,11 @@ fn run<T: Target>(
     let mut files = vec![char_dev.as_raw_fd()];
     let setup = (|| {
         os::set_io_flusher().map_err(|e| fail(format!("PR_SET_IO_FLUSHER: {e}")))?;
-        os::set_affinity(&spec.cpus)
-            .map_err(|e| fail(format!("pinning to CPUs {:?}: {e}", spec.cpus)))?;
+        let allowed =
+            os::allowed_cpus().map_err(|e| fail(format!("reading the thread's CPU mask: {e}")))?;
+        if let Some(cpu) = pinned_cpu(&spec.cpus, &allowed) {
+            os::set_affinity(&[cpu]).map_err(|e| fail(format!("pinning to CPU {cpu}: {e}")))?;
+        }
         files.extend(target.files());
         let mut queue =
             open_queue(&spec, &files, &slots).map_err(|e| fail(format!("setting up: {e}")))?;
@@ -152,6 +155,16 @@ fn run<T: Target>(
     drop(queue);
     drop(char_dev);
     result.map_err(fail)
+}
+
+/// The one CPU a queue thread runs on: the first of the queue's CPUs (those whose submissions
+/// the driver sends to this queue) that the thread may use; `None` (stay unpinned) if it may
+/// use none of them, as under a cgroup cpuset that excludes them.
+///
+/// One CPU, not the queue's whole set: a thread free to move follows its wake-ups onto the
+/// submitting task's CPU, where the two then take turns instead of working in parallel.
+fn pinned_cpu(queue_cpus: &[usize], allowed: &[usize]) -> Option<usize> {
+    queue_cpus.iter().copied().find(|c| allowed.contains(c))
 }
 
 /// The queue's ring: task work deferred to our own waits (one batch per `io_uring_enter`),
@@ -321,6 +334,16 @@ mod tests {
             decode(0, &desc(3, 0, 2048, 1), 4096, 1 << 20),
             Err(-libc::EIO)
         );
+    }
+
+    #[test]
+    fn a_queue_thread_is_pinned_to_its_first_allowed_cpu() {
+        assert_eq!(pinned_cpu(&[0, 1, 2, 3], &[0, 1, 2, 3]), Some(0));
+        assert_eq!(pinned_cpu(&[2, 3], &[0, 1, 2, 3]), Some(2));
+        // A cpuset that leaves out the queue's first CPUs.
+        assert_eq!(pinned_cpu(&[0, 1, 2, 3], &[2, 3]), Some(2));
+        assert_eq!(pinned_cpu(&[0, 1], &[2, 3]), None);
+        assert_eq!(pinned_cpu(&[], &[0, 1]), None);
     }
 
     #[test]
