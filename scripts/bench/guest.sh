@@ -317,7 +317,7 @@ cleanup() { rm -rf "$WORK"; }
 trap cleanup EXIT
 
 fio_version=$(fio --version 2>/dev/null)
-emit "\"type\":\"meta\",\"kernel\":\"$(uname -r)\",\"cpus\":$(grep -c '^processor' /proc/cpuinfo),\"mem_kb\":$(awk '/^MemTotal/ { print $2 }' /proc/meminfo),\"hz\":$HZ,\"runtime\":$RUNTIME,\"ramp\":$RAMP,\"repeat\":$REPEAT,\"depth\":$DEPTH,\"size_mb\":$SIZE_MB,\"fio\":\"$(jsafe "$fio_version")\",\"peers\":\"$(jsafe "$(cat peers.txt 2>/dev/null)")\",\"cases\":\"$(echo $cases)\",\"workloads\":\"$(echo $workloads)\""
+emit "\"type\":\"meta\",\"kernel\":\"$(uname -r)\",\"cpus\":$(grep -c '^processor' /proc/cpuinfo),\"mem_kb\":$(awk '/^MemTotal/ { print $2 }' /proc/meminfo),\"hz\":$HZ,\"runtime\":$RUNTIME,\"ramp\":$RAMP,\"repeat\":$REPEAT,\"depth\":$DEPTH,\"size_mb\":$SIZE_MB,\"fio\":\"$(jsafe "$fio_version")\",\"peers\":\"$(jsafe "$(sed '$!s/$/;/' peers.txt 2>/dev/null)")\",\"cases\":\"$(echo $cases)\",\"workloads\":\"$(echo $workloads)\""
 say "cases: $(echo $cases)"
 say "workloads: $(echo $workloads); ${RUNTIME}s each after ${RAMP}s of warm-up, $REPEAT repetitions"
 

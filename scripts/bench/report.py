@@ -19,7 +19,7 @@ import re
 import statistics
 import sys
 
-RECORD = re.compile(r"BENCH-JSON (\{.*\})\s*$")
+RECORD = re.compile(r"BENCH-JSON (.*?)\s*$")
 
 # The report's row order; cases or workloads the log has beyond these come after them.
 CASES = [
