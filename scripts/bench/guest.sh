@@ -55,6 +55,7 @@ randwrite-4k-qd64:randwrite:4k:64 read-128k-qd16:read:128k:16"
 exec 3>&1
 say() { echo "bench: $*" >&3; }
 # A string made safe to put between JSON quotes: no quote, backslash or control character.
+# shellcheck disable=SC1003 # '"\\' is a quote and a backslash for tr, not an escaped quote
 jsafe() { printf '%s' "$*" | tr -d '"\\' | tr '\n\r\t' '   ' | cut -c 1-300; }
 emit() { printf 'BENCH-JSON {%s}\n' "$1"; }
 # error CASE WORKLOAD|"" REP REASON: an error record, and the same for a human.
@@ -196,8 +197,10 @@ setup_server() {
                 && PID=$(sed -n 's/.*daemon pid \([0-9][0-9]*\).*/\1/p' "$OUT" | head -n 1)
             ;;
     esac
-    [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null \
-        || { echo "cannot find the server's pid ('$server list -n $ID': $(last_output))"; return 1; }
+    if [ -z "$PID" ] || ! kill -0 "$PID" 2>/dev/null; then
+        echo "cannot find the server's pid ('$server list -n $ID': $(last_output))"
+        return 1
+    fi
 }
 
 # Tears down what setup made for case $1 (whatever part of it exists); says what it could not.
@@ -288,6 +291,7 @@ run_fio() {
         return 1
     fi
     ios=$(($(dev_ios "$DEV") - ios0))
+    # shellcheck disable=SC2046 # the three numbers become $4 $5 $6
     set -- "$1" "$2" "$3" $(fio_numbers "$WORK/fio.json")
     if [ $# -ne 6 ]; then
         error "$1" "$2" "$3" "cannot read IOPS and latency from fio's JSON output"
@@ -307,9 +311,11 @@ run_fio() {
 
 # The cases and workloads the filters let through.
 selected() { echo "$1" | tr ' ' '\n' | grep -E "$2" || true; }
+# Words on one line, space-separated.
+oneline() { echo "$1" | tr -s ' \n' '  ' | sed 's/ $//'; }
 cases=$(selected "$CASES" "$CASES_RE")
 workloads=$(selected "$(echo "$WORKLOADS" | tr ' ' '\n' | cut -d : -f 1)" "$WORKLOADS_RE")
-[ -n "$cases" ] || { say "BENCH_CASES=$CASES_RE selects no case of: $(echo $CASES)"; exit 2; }
+[ -n "$cases" ] || { say "BENCH_CASES=$CASES_RE selects no case of: $(oneline "$CASES")"; exit 2; }
 [ -n "$workloads" ] || { say "BENCH_WORKLOADS=$WORKLOADS_RE selects no workload"; exit 2; }
 
 mkdir -p "$WORK"
@@ -317,9 +323,9 @@ cleanup() { rm -rf "$WORK"; }
 trap cleanup EXIT
 
 fio_version=$(fio --version 2>/dev/null)
-emit "\"type\":\"meta\",\"kernel\":\"$(uname -r)\",\"cpus\":$(grep -c '^processor' /proc/cpuinfo),\"mem_kb\":$(awk '/^MemTotal/ { print $2 }' /proc/meminfo),\"hz\":$HZ,\"runtime\":$RUNTIME,\"ramp\":$RAMP,\"repeat\":$REPEAT,\"depth\":$DEPTH,\"size_mb\":$SIZE_MB,\"fio\":\"$(jsafe "$fio_version")\",\"peers\":\"$(jsafe "$(sed '$!s/$/;/' peers.txt 2>/dev/null)")\",\"cases\":\"$(echo $cases)\",\"workloads\":\"$(echo $workloads)\""
-say "cases: $(echo $cases)"
-say "workloads: $(echo $workloads); ${RUNTIME}s each after ${RAMP}s of warm-up, $REPEAT repetitions"
+emit "\"type\":\"meta\",\"kernel\":\"$(uname -r)\",\"cpus\":$(grep -c '^processor' /proc/cpuinfo),\"mem_kb\":$(awk '/^MemTotal/ { print $2 }' /proc/meminfo),\"hz\":$HZ,\"runtime\":$RUNTIME,\"ramp\":$RAMP,\"repeat\":$REPEAT,\"depth\":$DEPTH,\"size_mb\":$SIZE_MB,\"fio\":\"$(jsafe "$fio_version")\",\"peers\":\"$(jsafe "$(sed '$!s/$/;/' peers.txt 2>/dev/null)")\",\"cases\":\"$(oneline "$cases")\",\"workloads\":\"$(oneline "$workloads")\""
+say "cases: $(oneline "$cases")"
+say "workloads: $(oneline "$workloads"); ${RUNTIME}s each after ${RAMP}s of warm-up, $REPEAT repetitions"
 
 # The loop cases' backing file, in tmpfs, written through so that its pages exist.
 if echo "$cases" | grep -q loop; then
