@@ -104,6 +104,10 @@ def summarize(records):
     for workloads in cells.values():
         for cell in workloads.values():
             cell["median"] = {m: median(r[m] for r in cell["runs"]) for m in METRICS}
+            # How far apart the repetitions are: (max - min) / median of IOPS.
+            iops = [r["iops"] for r in cell["runs"] if r["iops"] is not None]
+            mid = cell["median"]["iops"]
+            cell["iops_spread"] = (max(iops) - min(iops)) / mid if iops and mid else None
     return {"meta": meta, "cells": cells, "errors": errors}
 
 
@@ -169,17 +173,24 @@ def markdown(summary, ratio_rows, cpu_rows, date):
     lines += ["", "> Measured in a QEMU TCG (software-emulated) VM: the absolute numbers mean "
               "nothing about real hardware. Only ratios between cases of one run count.", ""]
 
-    lines += ["## Results", "",
-              "Median of the repetitions; latency is fio's total latency (submission to "
-              "completion). CPU and context switches are the server process's (all threads) "
-              "over the fio run, per I/O completed by the device; n/a for kernel drivers.", "",
-              "| case | workload | IOPS | mean lat (µs) | p99 lat (µs) | CPU s / M I/O | "
-              "ctx sw / I/O | peak RSS (MiB) | runs |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     case_names = ordered(set(cells) | {e["case"] for e in summary["errors"]}, CASES)
     workload_names = ordered({w for c in cells.values() for w in c}
                              | {e["workload"] for e in summary["errors"] if e.get("workload")},
                              WORKLOADS)
+    lines += ["## IOPS", "", "Median of the repetitions.", "",
+              "| case | " + " | ".join(workload_names) + " |",
+              "|---|" + "---:|" * len(workload_names)]
+    for case in case_names:
+        lines.append(f"| {case} | " + " | ".join(
+            fmt(value(summary, case, w, "iops")) for w in workload_names) + " |")
+    lines += ["", "## Results", "",
+              "Median of the repetitions; latency is fio's total latency (submission to "
+              "completion). CPU and context switches are the server process's (all threads) "
+              "over the fio run, per I/O completed by the device; n/a for kernel drivers. "
+              "Spread: (max - min) / median of the repetitions' IOPS.", "",
+              "| case | workload | IOPS | spread | mean lat (µs) | p99 lat (µs) | CPU s / M I/O | "
+              "ctx sw / I/O | peak RSS (MiB) | runs |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     repeat = meta.get("repeat")
     for case in case_names:
         for workload in workload_names:
@@ -187,8 +198,10 @@ def markdown(summary, ratio_rows, cpu_rows, date):
             med = cell["median"] if cell else dict.fromkeys(METRICS)
             runs = len(cell["runs"]) if cell else 0
             rss = cell["peak_rss_kb"] if cell else None
+            spread = cell["iops_spread"] if cell else None
             lines.append(
-                f"| {case} | {workload} | {fmt(med['iops'])} | {fmt(med['lat_mean_ns'], 1, 1000)} "
+                f"| {case} | {workload} | {fmt(med['iops'])} | {fmt(spread, 0, 0.01)}"
+                f"{'' if spread is None else '%'} | {fmt(med['lat_mean_ns'], 1, 1000)} "
                 f"| {fmt(med['lat_p99_ns'], 1, 1000)} | {fmt(med['cpu_s_per_m'], 2)} "
                 f"| {fmt(med['ctx_per_io'], 3)} | {fmt(rss, 1, 1024)} "
                 f"| {runs}{'/' + str(repeat) if repeat else ''} |")
