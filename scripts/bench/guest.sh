@@ -99,14 +99,14 @@ wait_gone() {
 # The initramfs holds it decompressed in /lib/modules (busybox insmod); a --host run modprobes.
 reload_module() {
     if grep -q "^$1 " /proc/modules; then
-        rmmod "$1" >"$OUT" 2>&1 || return 1
+        bounded 30 rmmod "$1" || return 1
     fi
     if [ -f "/lib/modules/$1.ko" ]; then
         # shellcheck disable=SC2086 # the parameters are split on spaces on purpose
-        insmod "/lib/modules/$1.ko" $2 >"$OUT" 2>&1
+        bounded 30 insmod "/lib/modules/$1.ko" $2
     else
         # shellcheck disable=SC2086
-        modprobe "$1" $2 >"$OUT" 2>&1
+        bounded 30 modprobe "$1" $2
     fi
 }
 
@@ -207,7 +207,7 @@ setup_server() {
 teardown() {
     case "$1" in
         null_blk | brd)
-            ! grep -q "^$1 " /proc/modules || rmmod "$1" >"$OUT" 2>&1 \
+            ! grep -q "^$1 " /proc/modules || bounded 30 rmmod "$1" \
                 || say "$1: rmmod $1: $(last_output)"
             ;;
         loop)
@@ -330,7 +330,7 @@ say "workloads: $(oneline "$workloads"); ${RUNTIME}s each after ${RAMP}s of warm
 # The loop cases' backing file, in tmpfs, written through so that its pages exist.
 if echo "$cases" | grep -q loop; then
     say "writing the ${SIZE_MB} MiB backing file $FILE"
-    dd if=/dev/zero of="$FILE" bs=1M count="$SIZE_MB" 2>"$OUT" \
+    bounded 300 dd if=/dev/zero of="$FILE" bs=1M count="$SIZE_MB" \
         || say "cannot write $FILE: $(last_output) (the loop cases will fail)"
 fi
 
