@@ -83,6 +83,9 @@ install -m 0755 scripts/bench/guest.sh "$payload/run.sh"
 } >"$payload/bench.env"
 
 # --- Run: the guest script, in the VM or here.
+# The host's load goes into the report: another VM on this machine slows every case down.
+load() { cut -d ' ' -f 1-3 /proc/loadavg; }
+load_before=$(load)
 rc=0
 if [ "$host" -eq 1 ]; then
     vm_require_host_driver
@@ -102,7 +105,8 @@ else
 fi
 
 # --- Report: whatever records the log has, even after a failure.
-if ! python3 scripts/bench/report.py -o "$out" "$log"; then
+host_info="$(nproc) CPUs; load average $load_before before the run, $(load) after"
+if ! python3 scripts/bench/report.py -o "$out" --host "$host_info" "$log"; then
     vm_die "no benchmark result in $log (exit $rc)"
 fi
 cat "$out/results.md"

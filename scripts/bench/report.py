@@ -157,7 +157,7 @@ def fmt(v, digits=0, scale=1.0):
     return f"{v / scale:,.{digits}f}"
 
 
-def markdown(summary, ratio_rows, cpu_rows, date):
+def markdown(summary, ratio_rows, cpu_rows, date, host=None):
     meta = summary["meta"]
     cells = summary["cells"]
     lines = ["# ublk benchmark", ""]
@@ -170,6 +170,8 @@ def markdown(summary, ratio_rows, cpu_rows, date):
                  f"brd, mem and the loop file: {meta.get('size_mb', '?')} MiB")
     if meta.get("peers"):
         lines.append(f"- peers: {meta['peers']}")
+    if host:
+        lines.append(f"- host: {host}")
     lines += ["", "> Measured in a QEMU TCG (software-emulated) VM: the absolute numbers mean "
               "nothing about real hardware. Only ratios between cases of one run count.", ""]
 
@@ -239,6 +241,7 @@ def main(argv=None):
     parser.add_argument("logs", nargs="+", metavar="LOG")
     parser.add_argument("-o", "--out", default="target/bench", help="output directory")
     parser.add_argument("--date", help="the date to print (default: the logs' modification time)")
+    parser.add_argument("--host", help="a line about the machine that ran the VM (its load)")
     args = parser.parse_args(argv)
 
     records, warnings = read_records(args.logs)
@@ -256,10 +259,10 @@ def main(argv=None):
                              time.localtime(max(os.path.getmtime(p) for p in args.logs)))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as f:
-        json.dump({"date": date, **summary, "ratios": ratio_rows, "cpu": cpu_rows}, f, indent=1)
+        json.dump({"date": date, "host": args.host, **summary, "ratios": ratio_rows, "cpu": cpu_rows}, f, indent=1)
         f.write("\n")
     with open(os.path.join(args.out, "results.md"), "w", encoding="utf-8") as f:
-        f.write(markdown(summary, ratio_rows, cpu_rows, date))
+        f.write(markdown(summary, ratio_rows, cpu_rows, date, args.host))
     for r in ratio_rows:
         print(f"{r['ours']} / {r['theirs']} {r['workload']}: {fmt(r['ratio'], 3)} "
               f"(target >= {r['target']}): {r['status']}")
