@@ -76,9 +76,10 @@ find "$payload/bin" -type f ! -name ublk -delete
 : >"$payload/peers.txt"
 bench_peers "$payload/bin" "$payload/peers.txt"
 install -m 0755 scripts/bench/guest.sh "$payload/run.sh"
+# The settings given, single-quoted for sh (dash on a --host run has no $'...'): 'it'\''s'.
 {
     for var in BENCH_CASES BENCH_WORKLOADS BENCH_RUNTIME BENCH_RAMP BENCH_REPEAT BENCH_SIZE_MB; do
-        [ -z "${!var:-}" ] || printf '%s=%q\n' "$var" "${!var}"
+        [ -z "${!var:-}" ] || printf "%s='%s'\n" "$var" "${!var//\'/\'\\\'\'}"
     done
 } >"$payload/bench.env"
 

@@ -160,12 +160,12 @@ setup_server() {
     target=${rest%-*}
     queues=${rest#*-}
     queues=${queues%q}
-    ID=$NEXT_ID
-    NEXT_ID=$((NEXT_ID + 1))
     command -v "$server" >/dev/null 2>&1 || {
         echo "$server is not in the payload: $(cat "bin/$server.missing" 2>/dev/null || echo 'not built')"
         return 1
     }
+    ID=$NEXT_ID
+    NEXT_ID=$((NEXT_ID + 1))
     case "$server-$target" in
         ublk-null) set -- ublk add -t null ;;
         ublk-mem) set -- ublk add -t mem --size "${SIZE_MB}M" ;;
@@ -217,7 +217,9 @@ teardown() {
         *)
             [ -n "$ID" ] || return 0
             server=${1%%-*}
-            bounded 30 "$server" del -n "$ID" || say "$1: '$server del -n $ID' failed: $(last_output)"
+            # A del that fails because add never made the device is no news.
+            bounded 30 "$server" del -n "$ID" || [ ! -e "/dev/ublkc$ID" ] \
+                || say "$1: '$server del -n $ID' failed: $(last_output)"
             if [ -n "$PID" ] && ! wait_gone "$PID" 150; then
                 say "$1: server $PID still runs 15 s after del: killing it"
                 kill -9 "$PID" 2>/dev/null
