@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Every test: the host tests (ABI, ring, parsing: `cargo test`), then the end-to-end suite in a
 # VM on the newest 7.x kernel and on the 6.12 LTS kernel. Exits non-zero if anything fails.
+# (The benchmark, scripts/bench.sh, is not run: only its report's parser, on a recorded log.)
 # Arguments are passed to scripts/vm-test.sh (e.g. `-- add_dev` to filter the VM tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== host tests: cargo test --workspace"
 cargo test --workspace
+
+echo "== benchmark report parser: scripts/bench/test_report.py"
+python3 scripts/bench/test_report.py
 
 failed=()
 for kernel in 7 6.12; do
