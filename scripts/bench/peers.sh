@@ -37,6 +37,22 @@ bench_apt_version() {
     vm_apt "$1" apt-cache show "$2" 2>/dev/null | sed -n 's/^Version: //p' | sort -V | tail -n 1
 }
 
+# What the cache in directory $1 holds for binary $2 (a path inside $1), unless
+# BENCH_REBUILD_PEERS is set: the binary (its path printed, returns 0), a remembered build
+# failure (its reason printed, returns 1), or nothing (returns 2: build it).
+bench_cached() {
+    [ -z "${BENCH_REBUILD_PEERS:-}" ] || return 2
+    if [ -x "$1/$2" ]; then
+        echo "$1/$2"
+        return 0
+    fi
+    if [ -f "$1/failed" ]; then
+        echo "$(cat "$1/failed") (remembered; BENCH_REBUILD_PEERS=1 tries again)"
+        return 1
+    fi
+    return 2
+}
+
 # Prints the path of the cached kublk binary, building it when needed; prints the reason and
 # returns non-zero when there is none. Progress goes to stderr.
 bench_build_kublk() {
@@ -56,17 +72,9 @@ bench_build_kublk() {
     want=$(echo "${VM_KVER:-}" | cut -d . -f 1,2)
     if echo "$series" | grep -qxF "$want"; then series=$want; else series=$(echo "$series" | tail -n 1); fi
     version=$(bench_apt_version trixie-backports "linux-source-$series")
-    local dir="$BENCH_CACHE/kublk/$version"
-    if [ -z "${BENCH_REBUILD_PEERS:-}" ]; then
-        if [ -x "$dir/kublk" ]; then
-            echo "$dir/kublk"
-            return 0
-        fi
-        if [ -f "$dir/failed" ]; then
-            echo "$(cat "$dir/failed") (remembered; BENCH_REBUILD_PEERS=1 tries again)"
-            return 1
-        fi
-    fi
+    local dir="$BENCH_CACHE/kublk/$version" cached=0
+    bench_cached "$dir" kublk || cached=$?
+    [ "$cached" -eq 2 ] || return "$cached"
     rm -rf "$dir"
     mkdir -p "$dir"
     if bench_kublk_from_source "$dir" "$series" "$version" >&2; then
@@ -131,17 +139,9 @@ bench_kublk_from_source() {
 # Prints the path of the cached rublk binary, building it when needed; prints the reason and
 # returns non-zero when there is none. Progress goes to stderr.
 bench_build_rublk() {
-    local dir="$BENCH_CACHE/rublk"
-    if [ -z "${BENCH_REBUILD_PEERS:-}" ]; then
-        if [ -x "$dir/bin/rublk" ]; then
-            echo "$dir/bin/rublk"
-            return 0
-        fi
-        if [ -f "$dir/failed" ]; then
-            echo "$(cat "$dir/failed") (remembered; BENCH_REBUILD_PEERS=1 tries again)"
-            return 1
-        fi
-    fi
+    local dir="$BENCH_CACHE/rublk" cached=0
+    bench_cached "$dir" bin/rublk || cached=$?
+    [ "$cached" -eq 2 ] || return "$cached"
     rm -rf "$dir"
     mkdir -p "$dir"
     # Its libublk-rs-sys runs bindgen, which needs libclang.

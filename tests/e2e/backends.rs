@@ -257,7 +257,7 @@ fn ext4_round_trip(dev: &Path, mnt: &Path) -> Result<(), NotPassed> {
 
 /// fio writes `size` bytes at random offsets in mixed block sizes (4 KiB to 1 MiB), each
 /// block with a crc32c header, then reads every block back and checks it.
-pub(crate) fn fio_verify_run(dev: &Path, iodepth: u32, size: u64) -> Result<FioResult, NotPassed> {
+fn fio_verify_run(dev: &Path, iodepth: u32, size: u64) -> Result<FioResult, NotPassed> {
     let mut cmd = Command::new("fio");
     cmd.args([
         "--name=verify",
@@ -281,22 +281,30 @@ pub(crate) fn fio_verify_run(dev: &Path, iodepth: u32, size: u64) -> Result<FioR
     })
 }
 
-/// Both fio verify runs (QD1, QD64) over the whole of a device of `size` bytes.
-fn verify_device(dev: &Device, size: u64) -> TestResult {
+/// Both fio verify runs (QD1, QD64) over the whole of block device `dev`, of `size` bytes.
+pub(crate) fn verify_whole(dev: &Path, size: u64) -> TestResult {
     for qd in [1, 64] {
-        let v = fio_verify_run(&dev.block_dev_path(), qd, size)?;
+        let v = fio_verify_run(dev, qd, size)?;
         assert_eq!(
             v.write_kib,
             size >> 10,
-            "QD{qd}: fio wrote the whole device"
+            "{}, QD{qd}: fio wrote the whole device",
+            dev.display()
         );
         assert_eq!(
             v.read_kib,
             size >> 10,
-            "QD{qd}: fio read it all back to verify"
+            "{}, QD{qd}: fio read it all back to verify",
+            dev.display()
         );
         println!("  QD{qd}: {} KiB written and verified", v.write_kib);
     }
+    Ok(())
+}
+
+/// [`verify_whole`] on a device of this process, which must then count no error.
+fn verify_device(dev: &Device, size: u64) -> TestResult {
+    verify_whole(&dev.block_dev_path(), size)?;
     let s = dev.stats();
     assert_eq!((s.errors, s.anomalies), (0, 0), "{s:?}");
     Ok(())

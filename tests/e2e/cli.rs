@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ublk::{Controller, Device, Features, Null};
 use ublk_tests::{ublk_char_device_ids, wait_for_path};
 
-use crate::backends::{Rng, Scratch, fio_verify_run, path_str};
+use crate::backends::{Rng, Scratch, path_str, verify_whole};
 use crate::fio::{failed, io_err, wait_child, write_read_back};
 use crate::harness::{NotPassed, Test, TestResult};
 use crate::json::{self, Value};
@@ -861,19 +861,7 @@ fn each_queue_thread_runs_on_one_cpu() -> TestResult {
                 "-q {queues}: queue {q}'s thread runs on the first CPU of the queue's {affinity:?}"
             );
         }
-        for qd in [1, 64] {
-            let v = fio_verify_run(&added.block_dev(), qd, size)?;
-            assert_eq!(
-                v.write_kib,
-                size >> 10,
-                "-q {queues}, QD{qd}: fio wrote the whole device"
-            );
-            assert_eq!(
-                v.read_kib,
-                size >> 10,
-                "-q {queues}, QD{qd}: and verified it all"
-            );
-        }
+        verify_whole(&added.block_dev(), size)?;
         del(&added)?;
     }
     Ok(())
