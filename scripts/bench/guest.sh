@@ -75,25 +75,19 @@ bounded() {
 }
 last_output() { tail -n 5 "$OUT" 2>/dev/null | tr '\n' ' '; }
 
-# Waits up to $2 tenths of a second for block device $1 to appear.
-wait_block() {
+# Waits up to $1 tenths of a second for the command after it to succeed.
+wait_for() {
+    tenths=$1
+    shift
     i=0
-    while [ ! -b "$1" ]; do
-        [ "$i" -lt "$2" ] || return 1
+    until "$@"; do
+        [ "$i" -lt "$tenths" ] || return 1
         sleep 0.1
         i=$((i + 1))
     done
 }
-
-# Waits up to $2 tenths of a second for process $1 to exit.
-wait_gone() {
-    i=0
-    while kill -0 "$1" 2>/dev/null; do
-        [ "$i" -lt "$2" ] || return 1
-        sleep 0.1
-        i=$((i + 1))
-    done
-}
+# True once process $1 has exited.
+gone() { ! kill -0 "$1" 2>/dev/null; }
 
 # (Re)loads kernel module $1 with parameters $2: the VM's /init loaded it with its defaults.
 # The initramfs holds it decompressed in /lib/modules (busybox insmod); a --host run modprobes.
@@ -144,7 +138,7 @@ setup() {
             return 1
             ;;
     esac || return 1
-    wait_block "$DEV" 100 || { echo "$DEV did not appear within 10 s"; return 1; }
+    wait_for 100 test -b "$DEV" || { echo "$DEV did not appear within 10 s"; return 1; }
     case "$1" in
         brd | ublk-mem-*)
             say "$1: preconditioning $DEV (one sequential write pass)"
@@ -220,7 +214,7 @@ teardown() {
             # A del that fails because add never made the device is no news.
             bounded 30 "$server" del -n "$ID" || [ ! -e "/dev/ublkc$ID" ] \
                 || say "$1: '$server del -n $ID' failed: $(last_output)"
-            if [ -n "$PID" ] && ! wait_gone "$PID" 150; then
+            if [ -n "$PID" ] && ! wait_for 150 gone "$PID"; then
                 say "$1: server $PID still runs 15 s after del: killing it"
                 kill -9 "$PID" 2>/dev/null
             fi

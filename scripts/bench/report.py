@@ -18,6 +18,7 @@ import os
 import re
 import statistics
 import sys
+import time
 
 RECORD = re.compile(r"BENCH-JSON (.*?)\s*$")
 
@@ -226,11 +227,11 @@ def markdown(summary, ratio_rows, cpu_rows, date, host=None):
     seen = set()
     for e in summary["errors"]:
         key = (e["case"], e.get("workload"), e.get("reason"))
-        reps = [x.get("rep") for x in summary["errors"]
-                if (x["case"], x.get("workload"), x.get("reason")) == key]
         if key in seen:
             continue
         seen.add(key)
+        reps = [x.get("rep") for x in summary["errors"]
+                if (x["case"], x.get("workload"), x.get("reason")) == key]
         where = e["case"] + (f" {e['workload']}" if e.get("workload") else "")
         lines.append(f"- {where} (repetition {', '.join(str(r) for r in reps)}): {e.get('reason')}")
     return "\n".join(lines) + "\n"
@@ -254,7 +255,6 @@ def main(argv=None):
     ratio_rows, cpu_rows = ratios(summary), cpu_comparisons(summary)
     date = args.date
     if date is None:
-        import time
         date = time.strftime("%Y-%m-%d %H:%M %Z",
                              time.localtime(max(os.path.getmtime(p) for p in args.logs)))
     os.makedirs(args.out, exist_ok=True)

@@ -844,7 +844,14 @@ fn each_queue_thread_runs_on_one_cpu() -> TestResult {
     let counts: &[u16] = if cpus >= 2 { &[1, 2] } else { &[1] };
     let mut ctrl = Controller::open()?;
     for &queues in counts {
-        let added = add(&["-t", "mem", "--size", "32M", "-q", &queues.to_string()])?;
+        let added = add(&[
+            "-t",
+            "mem",
+            "--size",
+            &size.to_string(),
+            "-q",
+            &queues.to_string(),
+        ])?;
         let threads = queue_threads(&added)?;
         let want: Vec<u16> = (0..queues).collect();
         let got: Vec<u16> = threads.iter().map(|(q, _)| *q).collect();
