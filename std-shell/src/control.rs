@@ -309,6 +309,40 @@ impl Controller {
         Ok(self.control.update_size(id, sectors)?)
     }
 
+    /// Resizes started device `id` to `bytes` with UPDATE_SIZE, after checking that the
+    /// driver has it and that `bytes` is a non-zero multiple of the device's logical block
+    /// size. Whether the server can serve the new size is the caller's to know
+    /// ([`Device::resize`](crate::Device::resize) checks it).
+    pub fn resize(&mut self, id: u32, bytes: u64) -> Result<()> {
+        self.require(Features::UPDATE_SIZE, "UPDATE_SIZE (resizing a device)")?;
+        let params = self.params(id)?;
+        let lbs = 1u64 << params.basic.logical_bs_shift.min(31);
+        if bytes == 0 || bytes % lbs != 0 {
+            return Err(Error::invalid(
+                "device size",
+                format!(
+                    "must be a non-zero multiple of device {id}'s logical block size ({lbs} bytes), got {bytes}"
+                ),
+            ));
+        }
+        self.update_size(id, bytes / 512)
+    }
+
+    /// Fails with [`Error::Unsupported`] unless the driver has every feature of `needed`.
+    /// Kernels without GET_FEATURES have none of the features worth checking.
+    pub fn require(&mut self, needed: Features, what: &str) -> Result<()> {
+        let kernel = self.control.driver_features().unwrap_or(Features::empty());
+        let missing = needed - kernel;
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Unsupported {
+                what: what.to_string(),
+                missing,
+            })
+        }
+    }
+
     /// QUIESCE_DEV, letting the kernel wait up to `kernel_wait` for in-flight I/O.
     pub fn quiesce(&mut self, id: u32, kernel_wait: Duration) -> Result<()> {
         Ok(self.control.quiesce_dev(id, kernel_wait)?)

@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use ublk_core::{CtrlError, RingError};
+use ublk_core::{CtrlError, Features, RingError};
 
 /// Everything that can go wrong in this crate, with messages written for a human at a terminal.
 #[derive(Debug)]
@@ -45,6 +45,21 @@ pub enum Error {
         /// Why, with the value given (`"must be 1..=4096, got 0"`).
         reason: String,
     },
+    /// The running kernel's ublk driver lacks features that were asked for.
+    Unsupported {
+        /// What needed them (`"recovery mode fail-io"`, `"UPDATE_SIZE"`).
+        what: String,
+        /// The missing `UBLK_F_*` features.
+        missing: Features,
+    },
+    /// A device is not in a state that allows what was asked (recovering a device that has
+    /// a live server, resizing one that is stopped, ...).
+    DeviceState {
+        /// The device.
+        dev_id: u32,
+        /// Why, naming the state (`"it is live, served by pid 42"`).
+        reason: String,
+    },
 }
 
 /// `Result` with [`Error`].
@@ -72,6 +87,13 @@ impl Error {
         Error::Io {
             op: op.into(),
             source,
+        }
+    }
+
+    pub(crate) fn state(dev_id: u32, reason: impl Into<String>) -> Error {
+        Error::DeviceState {
+            dev_id,
+            reason: reason.into(),
         }
     }
 
@@ -109,6 +131,11 @@ impl fmt::Display for Error {
                 reason,
             } => write!(f, "device {dev_id}, queue {q_id}: {reason}"),
             Error::InvalidArgument { what, reason } => write!(f, "invalid {what}: {reason}"),
+            Error::Unsupported { what, missing } => write!(
+                f,
+                "{what}: the running kernel's ublk driver lacks {missing} (see `ublk features`)"
+            ),
+            Error::DeviceState { dev_id, reason } => write!(f, "device {dev_id}: {reason}"),
         }
     }
 }

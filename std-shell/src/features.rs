@@ -13,7 +13,12 @@ use crate::error::Result;
 pub const BUILD_FEATURES: Features = Features::CMD_IOCTL_ENCODE
     .union(Features::NEED_GET_DATA)
     .union(Features::URING_CMD_COMP_IN_TASK)
-    .union(Features::NO_AUTO_PART_SCAN);
+    .union(Features::NO_AUTO_PART_SCAN)
+    .union(Features::USER_RECOVERY)
+    .union(Features::USER_RECOVERY_REISSUE)
+    .union(Features::USER_RECOVERY_FAIL_IO)
+    .union(Features::QUIESCE)
+    .union(Features::UPDATE_SIZE);
 
 /// GET_FEATURES on `/dev/ublk-control`: the features the running kernel's ublk driver
 /// supports. Each has a name ([`Features::names`]); bits too new for this build are kept in

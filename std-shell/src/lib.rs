@@ -38,7 +38,7 @@ pub mod signal;
 
 pub use backend::{Backend, Loop, LoopOptions, Mem, Null, Properties, Target};
 pub use control::{Controller, DeviceInfo, NewDevice};
-pub use device::{Device, DeviceBuilder, DiscardLimits, Stats};
+pub use device::{Device, DeviceBuilder, DiscardLimits, Recovery, Stats};
 pub use error::{Error, Result};
 pub use features::{BUILD_FEATURES, FeatureSupport, feature_report, features};
 pub use ublk_core as sys;

@@ -1,5 +1,5 @@
 //! Waiting for SIGINT/SIGTERM without a signal handler, for servers that must shut their
-//! devices down cleanly when asked to.
+//! devices down cleanly when asked to; and whether a process (a device's server) still runs.
 
 use std::io;
 use std::time::Duration;
@@ -55,5 +55,27 @@ pub fn signal_name(sig: i32) -> &'static str {
         libc::SIGTERM => "SIGTERM",
         libc::SIGHUP => "SIGHUP",
         _ => "a signal",
+    }
+}
+
+/// True if process `pid` exists and is not a zombie (a server that died but was not reaped
+/// yet serves nothing).
+pub fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        // kill(0) and kill(-1) would address process groups, not a process.
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => {
+            // No /proc: signal 0 checks existence only.
+            // SAFETY: kill with signal 0 sends nothing; plain integers.
+            let r = unsafe { libc::kill(pid, 0) };
+            r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        }
     }
 }

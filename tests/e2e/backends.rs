@@ -80,7 +80,7 @@ impl Drop for Scratch {
 }
 
 /// Runs a program; its output, or a failure with it.
-fn sh(program: &str, args: &[&str]) -> Result<String, NotPassed> {
+pub(crate) fn sh(program: &str, args: &[&str]) -> Result<String, NotPassed> {
     let out = Command::new(program)
         .args(args)
         .output()
@@ -105,16 +105,16 @@ pub(crate) fn path_str(p: &Path) -> &str {
 }
 
 /// A file system mounted for the life of this value.
-struct Mounted(PathBuf);
+pub(crate) struct Mounted(PathBuf);
 
 impl Mounted {
-    fn new(dev: &Path, dir: &Path) -> Result<Mounted, NotPassed> {
+    pub(crate) fn new(dev: &Path, dir: &Path) -> Result<Mounted, NotPassed> {
         std::fs::create_dir_all(dir).map_err(io_err("creating a mount point"))?;
         sh("mount", &["-t", "ext4", path_str(dev), path_str(dir)])?;
         Ok(Mounted(dir.to_path_buf()))
     }
 
-    fn unmount(self) -> Result<(), NotPassed> {
+    pub(crate) fn unmount(self) -> Result<(), NotPassed> {
         let dir = self.0.clone();
         std::mem::forget(self);
         sh("umount", &[path_str(&dir)]).map(|_| ())
@@ -184,7 +184,7 @@ impl Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -216,7 +216,7 @@ fn tree_file(root: &Path, i: u64) -> (PathBuf, Vec<u8>) {
     (path, rng.bytes(len))
 }
 
-fn write_tree(root: &Path) -> Result<(), NotPassed> {
+pub(crate) fn write_tree(root: &Path) -> Result<(), NotPassed> {
     for i in 0..TREE_FILES {
         let (path, data) = tree_file(root, i);
         std::fs::create_dir_all(path.parent().unwrap_or(root)).map_err(io_err("mkdir"))?;
@@ -227,7 +227,7 @@ fn write_tree(root: &Path) -> Result<(), NotPassed> {
     Ok(())
 }
 
-fn check_tree(root: &Path) -> Result<(), NotPassed> {
+pub(crate) fn check_tree(root: &Path) -> Result<(), NotPassed> {
     for i in 0..TREE_FILES {
         let (path, want) = tree_file(root, i);
         let got = std::fs::read(&path).map_err(io_err(path_str(&path)))?;
@@ -258,6 +258,14 @@ fn ext4_round_trip(dev: &Path, mnt: &Path) -> Result<(), NotPassed> {
 /// fio writes `size` bytes at random offsets in mixed block sizes (4 KiB to 1 MiB), each
 /// block with a crc32c header, then reads every block back and checks it.
 fn fio_verify_run(dev: &Path, iodepth: u32, size: u64) -> Result<FioResult, NotPassed> {
+    fio::run(fio_verify_cmd(dev, iodepth, size)).map_err(|e| match e {
+        NotPassed::Failed(why) => failed(format!("verify at QD{iodepth}: {why}")),
+        other => other,
+    })
+}
+
+/// The fio command of [`fio_verify_run`].
+pub(crate) fn fio_verify_cmd(dev: &Path, iodepth: u32, size: u64) -> Command {
     let mut cmd = Command::new("fio");
     cmd.args([
         "--name=verify",
@@ -274,11 +282,9 @@ fn fio_verify_run(dev: &Path, iodepth: u32, size: u64) -> Result<FioResult, NotP
     ])
     .arg(format!("--filename={}", dev.display()))
     .arg(format!("--iodepth={iodepth}"))
-    .arg(format!("--size={size}"));
-    fio::run(cmd).map_err(|e| match e {
-        NotPassed::Failed(why) => failed(format!("verify at QD{iodepth}: {why}")),
-        other => other,
-    })
+    .arg(format!("--size={size}"))
+    .stdin(std::process::Stdio::null());
+    cmd
 }
 
 /// Both fio verify runs (QD1, QD64) over the whole of block device `dev`, of `size` bytes.

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ublk::signal::process_alive;
 use ublk::{Controller, Device, Features, Null};
 use ublk_tests::{ublk_char_device_ids, wait_for_path};
 
@@ -41,16 +42,16 @@ pub const TESTS: &[Test] = tests![
 // --- helpers ---------------------------------------------------------------------------------
 
 /// What a `ublk` run printed.
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    line: String,
+pub(crate) struct Out {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    pub(crate) line: String,
 }
 
 impl Out {
     /// Fails unless it exited 0.
-    fn ok(self) -> Result<Out, NotPassed> {
+    pub(crate) fn ok(self) -> Result<Out, NotPassed> {
         if self.code != 0 {
             return Err(failed(format!(
                 "{} exited {}: {}{}",
@@ -61,7 +62,7 @@ impl Out {
     }
 
     /// Checks a failure: the exit code, nothing on stdout, one line on stderr with `want`.
-    fn fails(&self, code: i32, want: &str) {
+    pub(crate) fn fails(&self, code: i32, want: &str) {
         assert_eq!(
             self.code, code,
             "{}: exit code; stderr: {}",
@@ -86,7 +87,7 @@ impl Out {
 
 /// Runs `cmd` to its end, bounded. Its output is read through pipes, as `$(ublk add ...)`
 /// reads it: a daemon that kept them open would make the shell wait forever, and here fails.
-fn run(mut cmd: Command, line: String) -> Result<Out, NotPassed> {
+pub(crate) fn run(mut cmd: Command, line: String) -> Result<Out, NotPassed> {
     use std::io::Read;
     use std::sync::mpsc;
     let mut child = cmd
@@ -125,20 +126,20 @@ fn run(mut cmd: Command, line: String) -> Result<Out, NotPassed> {
 }
 
 /// Runs `ublk ARGS` and waits for it.
-fn ublk(args: &[&str]) -> Result<Out, NotPassed> {
+pub(crate) fn ublk(args: &[&str]) -> Result<Out, NotPassed> {
     let mut cmd = Command::new("ublk");
     cmd.args(args);
     run(cmd, format!("ublk {}", args.join(" ")))
 }
 
 /// A device `ublk add` made: its id and its server's pid, from the line it printed.
-struct Added {
-    id: u32,
-    pid: i32,
+pub(crate) struct Added {
+    pub(crate) id: u32,
+    pub(crate) pid: i32,
 }
 
 impl Added {
-    fn parse(out: &Out) -> Result<Added, NotPassed> {
+    pub(crate) fn parse(out: &Out) -> Result<Added, NotPassed> {
         // device 3: /dev/ublkb3 (null, 1 GiB, 2 queues of depth 32, server pid 123)
         let line = out.stdout.trim_end();
         let bad = || failed(format!("{}: unexpected output {line:?}", out.line));
@@ -160,13 +161,13 @@ impl Added {
         Ok(Added { id, pid })
     }
 
-    fn block_dev(&self) -> PathBuf {
+    pub(crate) fn block_dev(&self) -> PathBuf {
         PathBuf::from(format!("/dev/ublkb{}", self.id))
     }
 }
 
 /// `ublk add ARGS`, which must succeed and leave a live device and a running daemon.
-fn add(args: &[&str]) -> Result<Added, NotPassed> {
+pub(crate) fn add(args: &[&str]) -> Result<Added, NotPassed> {
     let mut all = vec!["add"];
     all.extend_from_slice(args);
     let out = ublk(&all)?.ok()?;
@@ -184,14 +185,14 @@ fn add(args: &[&str]) -> Result<Added, NotPassed> {
 }
 
 /// `ublk del -n ID`, which must succeed and leave neither device, server nor record.
-fn del(added: &Added) -> TestResult {
+pub(crate) fn del(added: &Added) -> TestResult {
     let out = ublk(&["del", "-n", &added.id.to_string()])?.ok()?;
     assert_eq!(out.stdout, "", "del prints nothing");
     assert_gone(added);
     Ok(())
 }
 
-fn assert_gone(added: &Added) {
+pub(crate) fn assert_gone(added: &Added) {
     assert!(
         !ublk_char_device_ids().contains(&added.id),
         "device {} deleted",
@@ -205,16 +206,8 @@ fn assert_gone(added: &Added) {
     assert!(!record(added.id).exists(), "record of {} removed", added.id);
 }
 
-fn record(id: u32) -> PathBuf {
+pub(crate) fn record(id: u32) -> PathBuf {
     PathBuf::from(format!("/run/ublk/{id}.json"))
-}
-
-fn process_alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X")
-    })
 }
 
 /// Fields of /proc/PID/stat after the command name: state, ppid, pgrp, session, ...
@@ -227,7 +220,7 @@ fn proc_stat(pid: i32) -> Result<Vec<String>, NotPassed> {
     Ok(rest.split_whitespace().map(String::from).collect())
 }
 
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         if done() {
@@ -241,7 +234,7 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 }
 
 /// `ublk list --json [-n ID]`, parsed: the array.
-fn list_json(id: Option<u32>) -> Result<Vec<Value>, NotPassed> {
+pub(crate) fn list_json(id: Option<u32>) -> Result<Vec<Value>, NotPassed> {
     let id = id.map(|i| i.to_string());
     let mut args = vec!["list", "--json"];
     if let Some(id) = &id {
@@ -254,13 +247,13 @@ fn list_json(id: Option<u32>) -> Result<Vec<Value>, NotPassed> {
         .ok_or_else(|| failed(format!("{}: not an array", out.line)))
 }
 
-fn list_one(id: u32) -> Result<Value, NotPassed> {
+pub(crate) fn list_one(id: u32) -> Result<Value, NotPassed> {
     let all = list_json(Some(id))?;
     assert_eq!(all.len(), 1, "list -n {id} shows one device");
     Ok(all[0].clone())
 }
 
-fn sysfs(id: u32, file: &str) -> Result<u64, NotPassed> {
+pub(crate) fn sysfs(id: u32, file: &str) -> Result<u64, NotPassed> {
     let path = format!("/sys/block/ublkb{id}/{file}");
     std::fs::read_to_string(&path)
         .map_err(io_err("reading sysfs"))?
@@ -316,7 +309,7 @@ fn check_listed(v: &Value, id: u32) -> TestResult {
 }
 
 /// Writes a pattern through the device with direct I/O, reads it back; returns it.
-fn write_and_read(dev: &Path, offset: u64) -> Result<Vec<u8>, NotPassed> {
+pub(crate) fn write_and_read(dev: &Path, offset: u64) -> Result<Vec<u8>, NotPassed> {
     let pattern = Rng::new(offset).bytes(256 << 10);
     write_read_back(dev, offset, &pattern)?;
     Ok(pattern)

@@ -76,7 +76,8 @@ pub struct FioResult {
 }
 
 impl FioResult {
-    fn parse(out: &Output) -> Result<FioResult, String> {
+    /// Reads fio's terse output (and names its exit status and stderr if there is none).
+    pub fn parse(out: &Output) -> Result<FioResult, String> {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let line = stdout
             .lines()

@@ -10,13 +10,20 @@ mod control;
 mod fio;
 mod harness;
 mod io;
+mod recovery;
 // The CLI's own JSON reader checks what `ublk list --json` prints.
 #[allow(dead_code, unused_imports)]
 #[path = "../../std-shell/src/bin/ublk/json.rs"]
 mod json;
 
 fn main() -> std::process::ExitCode {
-    let tests: Vec<harness::Test> =
-        [control::TESTS, io::TESTS, backends::TESTS, cli::TESTS].concat();
+    let tests: Vec<harness::Test> = [
+        control::TESTS,
+        io::TESTS,
+        backends::TESTS,
+        cli::TESTS,
+        recovery::TESTS,
+    ]
+    .concat();
     harness::run(&tests)
 }

@@ -3,6 +3,7 @@
 
 mod params;
 mod queue_thread;
+mod recovery;
 
 use std::fs::OpenOptions;
 use std::os::fd::OwnedFd;
@@ -22,6 +23,7 @@ use crate::features::BUILD_FEATURES;
 pub use params::DiscardLimits;
 use params::{Geometry, Settings};
 use queue_thread::{QueueHandle, QueueSpec};
+pub use recovery::Recovery;
 
 /// How long a device node may take to appear after the driver created it (devtmpfs or udev).
 const NODE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,6 +34,7 @@ const NODE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct DeviceBuilder {
     new: NewDevice,
     settings: Settings,
+    recovery: Recovery,
     control_path: PathBuf,
     timeout: Option<Duration>,
 }
@@ -41,6 +44,7 @@ impl Default for DeviceBuilder {
         DeviceBuilder {
             new: NewDevice::default(),
             settings: Settings::default(),
+            recovery: Recovery::Off,
             control_path: PathBuf::from(Controller::DEFAULT_PATH),
             timeout: None,
         }
@@ -136,6 +140,16 @@ impl DeviceBuilder {
         self
     }
 
+    /// What happens to the device if its server dies (default [`Recovery::Off`]: it is
+    /// stopped). With recovery, a new server takes it over with
+    /// [`recover_target`](Self::recover_target); where the kernel has `QUIESCE`, the device
+    /// gets it too, so that QUIESCE_DEV can hand it to a new server on purpose (an upgrade).
+    /// A mode the kernel lacks (`fail-io` before 6.13) is refused before the device is added.
+    pub fn recovery(mut self, mode: Recovery) -> Self {
+        self.recovery = mode;
+        self
+    }
+
     /// The control device (default `/dev/ublk-control`).
     pub fn control_path(mut self, path: impl AsRef<Path>) -> Self {
         self.control_path = path.as_ref().to_path_buf();
@@ -158,30 +172,45 @@ impl DeviceBuilder {
     /// appear (devtmpfs or udev creates it). On any error, what was done is undone: no device
     /// or thread is left behind.
     pub fn start_target<T: Target>(self, target: T) -> Result<Device> {
-        let geometry = self.settings.resolve(&target.properties())?;
-        let unsupported = self.new.flags - BUILD_FEATURES;
+        let properties = target.properties();
+        let geometry = self.settings.resolve(&properties)?;
+        let mut new = self.new;
+        new.flags |= self.recovery.flags();
+        let unsupported = new.flags - BUILD_FEATURES;
         if !unsupported.is_empty() {
             return Err(Error::invalid(
                 "flags",
                 format!("{unsupported} not supported by this library yet"),
             ));
         }
-        self.new.validate()?;
-        // Checked with the requested I/O size now, so a bad geometry adds no device.
-        geometry.params(self.new.max_io_bytes)?;
-
-        let mut ctrl = Controller::open_path(&self.control_path)?;
-        if let Some(t) = self.timeout {
-            ctrl.set_timeout(t);
+        if new.flags.contains(Features::QUIESCE) && !new.flags.contains(Features::USER_RECOVERY) {
+            return Err(Error::invalid(
+                "flags",
+                "QUIESCE needs recovery (a quiesced device waits for a new server)",
+            ));
         }
-        let info = ctrl.add(&self.new)?;
-        let mut device = Device {
-            info,
-            ctrl,
-            queues: Vec::new(),
-            started: false,
-            finished: false,
-        };
+        new.validate()?;
+        // Checked with the requested I/O size now, so a bad geometry adds no device.
+        geometry.params(new.max_io_bytes)?;
+        let size = geometry.checked_size()?;
+
+        let mut ctrl = self.open_control()?;
+        // An older driver ignores flags it does not know: the device would come up without
+        // what was asked for (a FAIL_IO device that queues I/O instead), so ask first.
+        if let Some(kernel) = ctrl.control().driver_features() {
+            if self.recovery != Recovery::Off && kernel.contains(Features::QUIESCE) {
+                new.flags |= Features::QUIESCE;
+            }
+            let missing = new.flags - kernel;
+            if !missing.is_empty() {
+                return Err(Error::Unsupported {
+                    what: format!("device flags {}", new.flags),
+                    missing,
+                });
+            }
+        }
+        let info = ctrl.add(&new)?;
+        let mut device = Device::new(info, ctrl, properties.size.unwrap_or(size));
         match device.bring_up(&geometry, Arc::new(target)) {
             Ok(()) => Ok(device),
             Err(e) => {
@@ -190,6 +219,14 @@ impl DeviceBuilder {
                 Err(e)
             }
         }
+    }
+
+    fn open_control(&self) -> Result<Controller> {
+        let mut ctrl = Controller::open_path(&self.control_path)?;
+        if let Some(t) = self.timeout {
+            ctrl.set_timeout(t);
+        }
+        Ok(ctrl)
     }
 }
 
@@ -222,6 +259,8 @@ pub struct Device {
     info: DeviceInfo,
     ctrl: Controller,
     queues: Vec<QueueHandle>,
+    /// Bytes: the most the backend holds, so the most the device may be resized to.
+    size_limit: u64,
     started: bool,
     finished: bool,
 }
@@ -230,6 +269,17 @@ impl Device {
     /// A builder with the defaults.
     pub fn builder() -> DeviceBuilder {
         DeviceBuilder::default()
+    }
+
+    fn new(info: DeviceInfo, ctrl: Controller, size_limit: u64) -> Device {
+        Device {
+            info,
+            ctrl,
+            queues: Vec::new(),
+            size_limit,
+            started: false,
+            finished: false,
+        }
     }
 
     /// The device id.
@@ -281,6 +331,28 @@ impl Device {
         s
     }
 
+    /// The most bytes the device may be resized to: what the backend holds.
+    pub fn size_limit(&self) -> u64 {
+        self.size_limit
+    }
+
+    /// Resizes the device (UPDATE_SIZE, Linux 6.16) to `bytes`: a non-zero multiple of the
+    /// logical block size, at most what the backend holds. A file system on it is not
+    /// resized; the kernel tells its users with a uevent.
+    pub fn resize(&mut self, bytes: u64) -> Result<()> {
+        if bytes > self.size_limit {
+            return Err(Error::invalid(
+                "device size",
+                format!(
+                    "{bytes} bytes is more than the backend holds ({} bytes)",
+                    self.size_limit
+                ),
+            ));
+        }
+        self.ctrl.resize(self.id(), bytes)?;
+        Ok(())
+    }
+
     /// Stops the device (STOP_DEV: the block device goes away once in-flight I/O is
     /// answered), ends the queue threads and deletes it (DEL_DEV).
     ///
@@ -291,11 +363,25 @@ impl Device {
         self.shut_down()
     }
 
+    /// What the builder did, the lifecycle: "STOP_DEV, queues end, DEL_DEV" undoes it.
     fn bring_up<T: Target>(&mut self, geometry: &Geometry, target: Arc<T>) -> Result<()> {
         let id = self.id();
         let params = geometry.params(self.info.max_io_bytes())?;
         self.ctrl.set_params(id, &params)?;
+        self.serve_queues(target)?;
+        // Every tag has a FETCH_REQ outstanding and each queue thread is (about to be) waiting
+        // for requests: START_DEV can add the disk, whose partition scan they serve.
+        self.ctrl.start(id, ublk_core::sys::getpid())?;
+        self.started = true;
+        // The node appears asynchronously; a caller may open it right after we return.
+        wait_for_path(&self.block_dev_path(), NODE_TIMEOUT);
+        Ok(())
+    }
 
+    /// Opens `/dev/ublkcN`, starts one thread per queue and waits until each has a FETCH_REQ
+    /// outstanding for every tag.
+    fn serve_queues<T: Target>(&mut self, target: Arc<T>) -> Result<()> {
+        let id = self.id();
         let char_path = self.char_dev_path();
         if !wait_for_path(&char_path, NODE_TIMEOUT) {
             return Err(Error::io(
@@ -321,7 +407,7 @@ impl Device {
                 q_id,
                 depth: self.info.queue_depth(),
                 buf_bytes: self.info.max_io_bytes(),
-                dev_bytes: geometry.checked_size()?,
+                dev_bytes: self.size_limit,
                 encoding,
                 need_get_data: self.info.flags().contains(Features::NEED_GET_DATA),
                 cpus: self.ctrl.queue_affinity(id, q_id)?,
@@ -353,12 +439,6 @@ impl Device {
                 }
             }
         }
-        // Every tag has a FETCH_REQ outstanding and each queue thread is (about to be) waiting
-        // for requests: START_DEV can add the disk, whose partition scan they serve.
-        self.ctrl.start(id, ublk_core::sys::getpid())?;
-        self.started = true;
-        // The node appears asynchronously; a caller may open it right after we return.
-        wait_for_path(&self.block_dev_path(), NODE_TIMEOUT);
         Ok(())
     }
 
@@ -385,6 +465,24 @@ impl Device {
                 }
             }
         }
+        if let Err(e) = self.end_queues() {
+            first.get_or_insert(e);
+        }
+        if !stopped_outside
+            && let Err(e) = self.ctrl.delete(id)
+            && !gone(&e)
+        {
+            first.get_or_insert(e);
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+impl Device {
+    /// Wakes and joins every queue thread; the first error any of them ended with.
+    fn end_queues(&mut self) -> Result<()> {
+        let id = self.id();
+        let mut first = None;
         // Normally the queues end on their own (all tags aborted); the signal covers a device
         // that never started, or a driver that left tags outstanding.
         for q in &self.queues {
@@ -407,12 +505,6 @@ impl Device {
                     });
                 }
             }
-        }
-        if !stopped_outside
-            && let Err(e) = self.ctrl.delete(id)
-            && !gone(&e)
-        {
-            first.get_or_insert(e);
         }
         first.map_or(Ok(()), Err)
     }

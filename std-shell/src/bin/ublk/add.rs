@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use ublk::signal::{TerminationSignals, signal_name};
 use ublk::sys::abi::io::{UBLK_IO_BUF_BITS, UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH};
-use ublk::{Device, DeviceBuilder};
+use ublk::{DevState, Device, DeviceBuilder, Recovery};
 
 use crate::args::{self, Opt, Parsed, Usage};
 use crate::state::{self, Record};
-use crate::target::{Kind, Started, TargetSpec};
+use crate::target::{Kind, Launch, Started, TargetSpec};
 use crate::{Failure, MAX_DEVICE_ID, daemon, human_size};
 
 /// `ublk add`'s options.
@@ -77,6 +77,15 @@ pub const OPTS: &[Opt] = &[
     },
     Opt {
         short: None,
+        long: "recovery",
+        value: Some("[MODE]"),
+        help: "if the server dies, the device waits for `ublk recover` instead of going away. MODE: \
+               reissue (default: I/O waits, and the dead server's requests are sent again), \
+               queue (I/O waits, the dead server's requests fail) or fail-io (I/O fails until \
+               recovery; Linux 6.13+). Not for mem, whose data dies with its server",
+    },
+    Opt {
+        short: None,
         long: "foreground",
         value: None,
         help: "serve in this process until Ctrl-C, SIGTERM or `ublk del`, instead of a daemon",
@@ -96,6 +105,8 @@ pub struct AddOptions {
     pub depth: Option<u16>,
     /// `--max-io-size`, in bytes.
     pub max_io_size: Option<u32>,
+    /// `--recovery`.
+    pub recovery: Recovery,
     /// `--foreground`.
     pub foreground: bool,
 }
@@ -167,6 +178,22 @@ impl AddOptions {
                 "--size: {size} bytes is not a multiple of the logical block size {lbs}"
             )));
         }
+        let recovery = match (p.flag("recovery"), p.value("recovery")) {
+            (false, _) => Recovery::Off,
+            (true, None) => Recovery::Reissue,
+            (true, Some(mode)) => Recovery::from_name(mode)
+                .filter(|&m| m != Recovery::Off)
+                .ok_or_else(|| {
+                    Usage(format!(
+                        "--recovery: '{mode}' is not a mode (reissue, queue or fail-io)"
+                    ))
+                })?,
+        };
+        if kind == Kind::Mem && recovery != Recovery::Off {
+            return Err(Usage(
+                "--recovery is not for -t mem: its data lives in the server and dies with it (for a RAM disk that survives its server, use -t loop -f on a file in /dev/shm)".into(),
+            ));
+        }
         let max_io = 1u64 << UBLK_IO_BUF_BITS;
         Ok(AddOptions {
             target,
@@ -186,12 +213,15 @@ impl AddOptions {
                 }
                 Ok(n as u32)
             })?,
+            recovery,
             foreground: p.flag("foreground"),
         })
     }
 
     fn builder(&self) -> DeviceBuilder {
-        let mut b = Device::builder().control_path(crate::control_path());
+        let mut b = Device::builder()
+            .control_path(crate::control_path())
+            .recovery(self.recovery);
         if let Some(id) = self.id {
             b = b.id(id);
         }
@@ -213,17 +243,24 @@ pub fn run(p: &Parsed) -> Result<(), Failure> {
     let cwd = std::env::current_dir()
         .map_err(|e| Failure::Runtime(format!("cannot read the current directory: {e}")))?;
     let options = AddOptions::from_args(p, &cwd)?;
-    if options.foreground {
-        let served = Served::start(&options, Path::new(state::RUN_DIR))?;
-        for w in &served.warnings {
-            eprintln!("ublk add: warning: {w}");
-        }
-        crate::print(&format!("{}\n", served.summary));
-        crate::print("serving; Ctrl-C (or SIGTERM, or ublk del) stops it\n");
-        served.serve(&|line| crate::print(&format!("{line}\n")))
-    } else {
-        daemon::run(&options)
+    serve("add", options.foreground, &|run_dir| {
+        Served::start(&options, run_dir)
+    })
+}
+
+/// Gets a device from `start` and serves it: in this process until a signal or `ublk del`
+/// (`foreground`), else in a daemon once this process has reported that it is live.
+pub fn serve(command: &str, foreground: bool, start: daemon::Start<'_>) -> Result<(), Failure> {
+    if !foreground {
+        return daemon::run(command, start);
     }
+    let served = start(Path::new(state::RUN_DIR))?;
+    for w in &served.warnings {
+        eprintln!("ublk {command}: warning: {w}");
+    }
+    crate::print(&format!("{}\n", served.summary));
+    crate::print("serving; Ctrl-C (or SIGTERM, or ublk del) stops it\n");
+    served.serve(&|line| crate::print(&format!("{line}\n")))
 }
 
 /// A device being served by this process, and what it needs to stop cleanly.
@@ -241,6 +278,31 @@ pub struct Served {
 impl Served {
     /// Starts the device and records it in `run_dir`.
     pub fn start(options: &AddOptions, run_dir: &Path) -> Result<Served, Failure> {
+        Served::launch(&options.target, options.builder(), Launch::Add, run_dir)
+    }
+
+    /// Takes over device `id`, whose server died, with the target its record in `run_dir`
+    /// describes, and records the new server there.
+    pub fn recover(id: u32, run_dir: &Path) -> Result<Served, Failure> {
+        crate::device_info(&mut crate::open_control()?, id)?;
+        let record = state::read(run_dir, id)
+            .map_err(|e| Failure::Runtime(format!("cannot read device {id}'s record: {e}")))?
+            .ok_or_else(|| {
+                Failure::Runtime(format!(
+                    "device {id} has no record in {}: it was not started by `ublk add`, so its target is unknown (recover it with the program that served it)",
+                    run_dir.display()
+                ))
+            })?;
+        let builder = Device::builder().control_path(crate::control_path());
+        Served::launch(&record.target, builder, Launch::Recover(id), run_dir)
+    }
+
+    fn launch(
+        target: &TargetSpec,
+        builder: DeviceBuilder,
+        launch: Launch,
+        run_dir: &Path,
+    ) -> Result<Served, Failure> {
         // Before any queue thread exists, so that they inherit the mask and the signals
         // reach `serve` instead of killing the server with its device half served.
         let signals = TerminationSignals::block()
@@ -249,12 +311,13 @@ impl Served {
             device,
             direct_io,
             mut warnings,
-        } = options.target.start(options.builder())?;
+        } = target.start(builder, launch)?;
         let record = Record {
             id: device.id(),
             pid: std::process::id() as i32,
-            target: options.target.clone(),
+            target: target.clone(),
             direct_io,
+            capacity: Some(device.size_limit()),
         };
         if let Err(e) = state::write(run_dir, &record) {
             warnings.push(format!("{e}; ublk list will not show its target"));
@@ -287,7 +350,14 @@ impl Served {
         }
         let s = self.device.stats();
         let stopped = self.device.stop();
-        state::remove(&self.run_dir, self.record.id, self.record.pid);
+        if waits_for_recovery(id) {
+            // Quiesced (QUIESCE_DEV): the record tells `ublk recover` what to serve.
+            say(&format!(
+                "device {id} waits for a new server: ublk recover -n {id}"
+            ));
+        } else {
+            state::remove(&self.run_dir, self.record.id, self.record.pid);
+        }
         stopped?;
         say(&format!(
             "device {id} stopped; served {} reads, {} writes, {} flushes, {} discards, {} write-zeroes; {} errors",
@@ -295,6 +365,15 @@ impl Served {
         ));
         Ok(())
     }
+}
+
+/// True if device `id` still exists, can be recovered, and was not stopped: its server left
+/// it (QUIESCE_DEV) for another to take over.
+fn waits_for_recovery(id: u32) -> bool {
+    let Ok(info) = crate::open_control().and_then(|mut c| Ok(c.info(id)?)) else {
+        return false;
+    };
+    Recovery::of(info.flags()) != Recovery::Off && info.state() != Ok(DevState::Dead)
 }
 
 fn summary(device: &Device, record: &Record) -> String {
@@ -361,6 +440,8 @@ mod tests {
             "4096",
             "--max-io-size",
             "1M",
+            "--recovery",
+            "queue",
             "--foreground",
         ])
         .expect("valid");
@@ -379,6 +460,7 @@ mod tests {
                 queues: Some(2),
                 depth: Some(64),
                 max_io_size: Some(1 << 20),
+                recovery: Recovery::Queue,
                 foreground: true,
             }
         );
@@ -394,6 +476,16 @@ mod tests {
         assert_eq!(o.target.logical_block_size, Some(4096));
         let o = parse(&["-t", "loop", "-f", "/abs/x"]).expect("valid");
         assert_eq!(o.target.file, Some(PathBuf::from("/abs/x")));
+        assert_eq!(o.recovery, Recovery::Off);
+        for (line, want) in [
+            (&["-t", "null", "--recovery"][..], Recovery::Reissue),
+            (&["--recovery", "-t", "null"], Recovery::Reissue),
+            (&["-t", "null", "--recovery", "reissue"], Recovery::Reissue),
+            (&["-t", "null", "--recovery=fail-io"], Recovery::FailIo),
+            (&["--recovery", "queue", "-t", "null"], Recovery::Queue),
+        ] {
+            assert_eq!(parse(line).expect("valid").recovery, want, "{line:?}");
+        }
     }
 
     #[test]
@@ -487,6 +579,18 @@ mod tests {
             ),
             (&["-t", "null", "-d"], "-d, --depth N needs a value (N)"),
             (&["-t", "null", "--ro=1"], "--ro takes no value"),
+            (
+                &["-t", "null", "--recovery", "off"],
+                "--recovery: 'off' is not a mode (reissue, queue or fail-io)",
+            ),
+            (
+                &["-t", "null", "--recovery="],
+                "--recovery: '' is not a mode (reissue, queue or fail-io)",
+            ),
+            (
+                &["-t", "mem", "-s", "1M", "--recovery"],
+                "--recovery is not for -t mem: its data lives in the server and dies with it (for a RAM disk that survives its server, use -t loop -f on a file in /dev/shm)",
+            ),
             (
                 &["-t", "null", "--bogus"],
                 "unknown option --bogus (see ublk add --help)",

@@ -21,13 +21,20 @@ pub struct Opt {
     pub short: Option<char>,
     /// `--long`: also the name the command looks it up by.
     pub long: &'static str,
-    /// The value's name in help (`SIZE`), or `None` for a flag without a value.
+    /// The value's name in help (`SIZE`), or `None` for a flag without a value. A name in
+    /// brackets (`[MODE]`) makes the value optional: `--opt`, `--opt=v` or `--opt v` (the
+    /// next argument is taken unless it is an option: no command has positional arguments).
     pub value: Option<&'static str>,
     /// One line for `--help`.
     pub help: &'static str,
 }
 
 impl Opt {
+    /// The value may be left out.
+    pub fn value_optional(&self) -> bool {
+        self.value.is_some_and(|v| v.starts_with('['))
+    }
+
     /// `-n, --number ID` as help shows it.
     pub fn synopsis(&self) -> String {
         let short = self.short.map(|c| format!("-{c}, ")).unwrap_or_default();
@@ -136,6 +143,11 @@ pub fn parse(command: &str, opts: &[Opt], args: &[String]) -> Result<Parsed, Usa
         let value = match (opt.value, inline) {
             (None, _) => None,
             (Some(_), Some(v)) => Some(v),
+            (Some(_), None) if opt.value_optional() => {
+                let next = args.get(i).filter(|v| !v.starts_with('-'));
+                i += usize::from(next.is_some());
+                next.cloned()
+            }
             (Some(name), None) => {
                 let v = args
                     .get(i)
@@ -236,6 +248,12 @@ mod tests {
             value: Some("SIZE"),
             help: "",
         },
+        Opt {
+            short: None,
+            long: "mode",
+            value: Some("[MODE]"),
+            help: "",
+        },
     ];
 
     fn run(args: &[&str]) -> Result<Parsed, Usage> {
@@ -263,6 +281,28 @@ mod tests {
         assert!(p.flag("all"));
         assert_eq!(p.value("size"), Some("1G"));
         assert_eq!(run(&[]).unwrap(), Parsed::default());
+    }
+
+    #[test]
+    fn an_optional_value_may_be_left_out() {
+        for (line, want) in [
+            (&["--mode"][..], None),
+            (&["--mode", "-a"], None),
+            (&["--mode", "x"], Some("x")),
+            (&["--mode=x", "-a"], Some("x")),
+            (&["--mode="], Some("")),
+        ] {
+            let p = run(line).expect("valid");
+            assert!(p.flag("mode"), "{line:?}");
+            assert_eq!(p.value("mode"), want, "{line:?}");
+        }
+        assert!(run(&["--mode", "-a"]).unwrap().flag("all"));
+        assert_eq!(
+            run(&["--mode", "x", "y"]),
+            Err(Usage(
+                "unexpected argument 'y' (see ublk cmd --help)".into()
+            ))
+        );
     }
 
     #[test]

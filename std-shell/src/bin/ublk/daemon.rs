@@ -1,6 +1,6 @@
-//! `ublk add` without `--foreground`: the server runs in a daemon (a forked child in its own
-//! session), and the command returns only once the device is live, with the daemon's
-//! verdict. The two talk over a pipe, one line per message:
+//! `ublk add` and `ublk recover` without `--foreground`: the server runs in a daemon (a forked
+//! child in its own session), and the command returns only once the device is live, with the
+//! daemon's verdict. The two talk over a pipe, one line per message:
 //!
 //! ```text
 //! warning <text>      something the user should know; the device still starts
@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::Failure;
-use crate::add::{AddOptions, Served};
+use crate::add::Served;
 use crate::log::{Level, log};
 use crate::state;
 
@@ -27,8 +27,12 @@ use crate::state;
 /// control commands, each bounded by 30 s, so a healthy start is far quicker.
 const VERDICT_TIMEOUT: Duration = Duration::from_secs(150);
 
-/// Forks the daemon, waits for its verdict and reports it.
-pub fn run(options: &AddOptions) -> Result<(), Failure> {
+/// How the daemon gets its device: started, or recovered. Given the directory of records.
+pub type Start<'a> = &'a dyn Fn(&Path) -> Result<Served, Failure>;
+
+/// Forks the daemon, which gets its device from `start`; waits for its verdict and reports it
+/// (warnings prefixed with `ublk <command>`).
+pub fn run(command: &str, start: Start<'_>) -> Result<(), Failure> {
     let (verdict, report) = pipe()?;
     // SAFETY: the CLI starts no thread before this point (the device and its queue threads
     // are created in the child), so the child is a complete copy of a single-threaded
@@ -42,10 +46,10 @@ pub fn run(options: &AddOptions) -> Result<(), Failure> {
     }
     if pid == 0 {
         drop(verdict);
-        std::process::exit(daemon(options, report));
+        std::process::exit(daemon(start, report));
     }
     drop(report);
-    wait_for_verdict(verdict, pid)
+    wait_for_verdict(verdict, pid, command)
 }
 
 fn pipe() -> Result<(File, File), Failure> {
@@ -62,14 +66,14 @@ fn pipe() -> Result<(File, File), Failure> {
 }
 
 /// The daemon: starts the device, reports, serves. Returns its exit code.
-fn daemon(options: &AddOptions, mut report: File) -> i32 {
+fn daemon(start: Start<'_>, mut report: File) -> i32 {
     // Its own session: no controlling terminal, so closing the terminal or Ctrl-C in the
     // shell that ran `ublk add` does not reach the server.
     // SAFETY: setsid takes no arguments; in a fresh child it cannot fail (not a group leader).
     unsafe { libc::setsid() };
     // Not to keep the directory `ublk add` ran in busy (file paths are already absolute).
     let _ = std::env::set_current_dir("/");
-    let served = match Served::start(options, Path::new(state::RUN_DIR)) {
+    let served = match start(Path::new(state::RUN_DIR)) {
         Ok(s) => s,
         Err(f) => {
             let one_line = f.message().replace('\n', " ");
@@ -107,7 +111,7 @@ fn detach_stdio() {
     }
 }
 
-fn wait_for_verdict(mut verdict: File, pid: libc::pid_t) -> Result<(), Failure> {
+fn wait_for_verdict(mut verdict: File, pid: libc::pid_t, command: &str) -> Result<(), Failure> {
     let deadline = Instant::now() + VERDICT_TIMEOUT;
     let mut text = Vec::new();
     loop {
@@ -146,7 +150,7 @@ fn wait_for_verdict(mut verdict: File, pid: libc::pid_t) -> Result<(), Failure> 
     let text = String::from_utf8_lossy(&text);
     for line in text.lines() {
         if let Some(w) = line.strip_prefix("warning ") {
-            eprintln!("ublk add: warning: {w}");
+            eprintln!("ublk {command}: warning: {w}");
         } else if let Some(summary) = line.strip_prefix("ready ") {
             crate::print(&format!("{summary}\n"));
             return Ok(());

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use ublk::sys::Errno;
 
 use crate::args::{self, Opt, Parsed, Usage};
-use crate::list::{device_ids, process_alive};
+use ublk::signal::process_alive;
+
+use crate::list::device_ids;
 use crate::state;
 use crate::{Failure, MAX_DEVICE_ID};
 
@@ -102,13 +104,7 @@ pub fn run(p: &Parsed) -> Result<(), Failure> {
 
 fn delete(ctl: &mut ublk::Controller, id: u32, run_dir: &Path) -> Result<(), Failure> {
     let gone = |e: &ublk::Error| e.errno() == Some(Errno::ENODEV);
-    let info = ctl.info(id).map_err(|e| {
-        if gone(&e) {
-            Failure::NoDevice(id)
-        } else {
-            e.into()
-        }
-    })?;
+    let info = crate::device_info(ctl, id)?;
     let record = state::read(run_dir, id).ok().flatten();
     let server = info.server_pid().or(record.as_ref().map(|r| r.pid));
     match ctl.stop(id) {

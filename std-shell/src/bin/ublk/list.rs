@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
-use ublk::sys::Errno;
-use ublk::{Attrs, Controller, DeviceInfo, ParamTypes, UblkParams};
+use ublk::{Attrs, Controller, DevState, DeviceInfo, ParamTypes, Recovery, UblkParams};
+
+use ublk::signal::process_alive;
 
 use crate::args::{self, Opt, Parsed};
 use crate::json::Value;
@@ -85,29 +86,9 @@ pub fn device_ids() -> Vec<u32> {
     ids
 }
 
-/// True if process `pid` exists and is not a zombie.
-pub fn process_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state is the first field after the command name, which is in parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => {
-            // No /proc: signal 0 checks existence only.
-            // SAFETY: kill with signal 0 sends nothing; plain integers.
-            let r = unsafe { libc::kill(pid, 0) };
-            r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-        }
-    }
-}
-
 /// Asks the driver about device `id` and reads its record from `run_dir`.
 pub fn describe(ctl: &mut Controller, id: u32, run_dir: &Path) -> Result<Listed, Failure> {
-    let info = ctl.info(id).map_err(|e| match e.errno() {
-        Some(Errno::ENODEV) => Failure::NoDevice(id),
-        _ => e.into(),
-    })?;
+    let info = crate::device_info(ctl, id)?;
     // A device that was added but never given parameters has none to show.
     let params = ctl.params(id).ok();
     let kernel_pid = info.server_pid();
@@ -210,6 +191,10 @@ impl Listed {
                 Value::opt(self.server_pid().map(|p| Value::int(i64::from(p)))),
             ),
             ("server_running".into(), Value::Bool(self.server_running)),
+            (
+                "recovery".into(),
+                Value::str(Recovery::of(self.info.flags()).name()),
+            ),
         ])
     }
 
@@ -254,13 +239,17 @@ impl Listed {
             }
             None => "unknown (not started by ublk add)".into(),
         };
-        let server = match (self.server_pid(), self.server_running) {
+        let mut server = match (self.server_pid(), self.server_running) {
             (Some(pid), true) => format!("pid {pid}, running"),
             (Some(pid), false) => format!("pid {pid}, gone"),
             (None, _) => "none".into(),
         };
+        if matches!(info.state(), Ok(DevState::Quiesced | DevState::FailIo)) {
+            server += &format!("; waiting for `ublk recover -n {}`", info.id());
+        }
         format!(
-            "{head}\n    target: {target}\n    server: {server}\n    flags: {}\n",
+            "{head}\n    target: {target}\n    server: {server}\n    recovery: {}\n    flags: {}\n",
+            Recovery::of(info.flags()).name(),
             info.flags()
         )
     }

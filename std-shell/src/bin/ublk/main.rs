@@ -17,6 +17,9 @@ mod del;
 mod json;
 mod list;
 mod log;
+mod quiesce;
+mod recover;
+mod resize;
 mod state;
 mod target;
 
@@ -88,6 +91,24 @@ const COMMANDS: &[(&str, &[Opt], &str, &str)] = &[
         del::OPTS,
         "-n ID | -a",
         "stop and delete a device, or all of them; bounded by --timeout",
+    ),
+    (
+        "recover",
+        recover::OPTS,
+        "-n ID [--foreground]",
+        "a new server for a device created with --recovery whose server died or was quiesced: the target from its record, the same /dev/ublkbN",
+    ),
+    (
+        "quiesce",
+        quiesce::OPTS,
+        "-n ID",
+        "hand a device to a future server (upgrade): I/O waits, its server exits, `ublk recover` takes over (kernels with QUIESCE)",
+    ),
+    (
+        "resize",
+        resize::OPTS,
+        "-n ID --size SIZE",
+        "change a live device's size, within what its target holds (kernels with UPDATE_SIZE)",
     ),
     (
         "list",
@@ -173,6 +194,14 @@ pub fn control_path() -> std::path::PathBuf {
 /// The control device opened, or the error that says what to do (load the driver, be root).
 pub fn open_control() -> Result<ublk::Controller, Failure> {
     Ok(ublk::Controller::open_path(control_path())?)
+}
+
+/// GET_DEV_INFO for device `id`; a device that does not exist is [`Failure::NoDevice`].
+pub fn device_info(ctl: &mut ublk::Controller, id: u32) -> Result<ublk::DeviceInfo, Failure> {
+    ctl.info(id).map_err(|e| match e.errno() {
+        Some(ublk::sys::Errno::ENODEV) => Failure::NoDevice(id),
+        _ => e.into(),
+    })
 }
 
 /// `1 GiB`, `1.5 MiB`, `4096 B`: sizes for people.
@@ -279,7 +308,8 @@ fn run(args: &[String]) -> Result<(), (String, Failure)> {
         return Err((
             "ublk".into(),
             Failure::Usage(Usage(format!(
-                "unknown command '{command}' (commands: add, del, list, features, help, version)"
+                "unknown command '{command}' (commands: {})",
+                COMMANDS.iter().map(|c| c.0).collect::<Vec<_>>().join(", ")
             ))),
         ));
     };
@@ -291,6 +321,9 @@ fn run(args: &[String]) -> Result<(), (String, Failure)> {
     match command {
         "add" => add::run(&parsed),
         "del" => del::run(&parsed),
+        "recover" => recover::run(&parsed),
+        "quiesce" => quiesce::run(&parsed),
+        "resize" => resize::run(&parsed),
         "list" => list::run(&parsed),
         "features" => features(&parsed),
         _ => unreachable!("every command in COMMANDS is dispatched"),

@@ -26,6 +26,8 @@ pub struct Record {
     pub target: TargetSpec,
     /// For loop: whether the file is served with direct I/O.
     pub direct_io: Option<bool>,
+    /// The most bytes the device may be resized to (what the target holds), if known.
+    pub capacity: Option<u64>,
 }
 
 impl Record {
@@ -52,6 +54,7 @@ impl Record {
                 "direct_io".into(),
                 Value::opt(self.direct_io.map(Value::Bool)),
             ),
+            ("capacity".into(), Value::opt(self.capacity.map(Value::num))),
         ])
     }
 
@@ -100,6 +103,8 @@ impl Record {
                 None | Some(Value::Null) => None,
                 Some(b) => Some(b.as_bool().ok_or_else(|| bad("direct_io"))?),
             },
+            // Absent from records of earlier builds.
+            capacity: opt_u64("capacity")?,
         })
     }
 }
@@ -174,6 +179,7 @@ mod tests {
                 logical_block_size: Some(4096),
             },
             direct_io: Some(true),
+            capacity: Some(2 << 30),
         }
     }
 
@@ -199,6 +205,7 @@ mod tests {
                 logical_block_size: None,
             },
             direct_io: None,
+            capacity: None,
             ..r
         };
         write(&dir, &none).expect("write");
@@ -231,6 +238,10 @@ mod tests {
             (
                 &good.replace("\"size\":1073741824", "\"size\":-1"),
                 "\"size\" has",
+            ),
+            (
+                &good.replace("\"capacity\":2147483648", "\"capacity\":true"),
+                "\"capacity\" has",
             ),
         ];
         for (text, want) in cases {

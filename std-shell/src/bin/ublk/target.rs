@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use ublk::{Device, DeviceBuilder, DiscardLimits, Loop, Mem, Null};
+use ublk::{Device, DeviceBuilder, DiscardLimits, Loop, Mem, Null, Target};
 
 /// A null device's size when none is given: what ublksrv's `ublk add -t null` makes.
 pub const NULL_DEFAULT_SIZE: u64 = 250 << 30;
@@ -54,6 +54,24 @@ pub struct TargetSpec {
     pub logical_block_size: Option<u32>,
 }
 
+/// What to do with a target once it is open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Launch {
+    /// Create a device on it.
+    Add,
+    /// Take over device `id`, whose server died, with it.
+    Recover(u32),
+}
+
+impl Launch {
+    fn run<T: Target>(self, builder: DeviceBuilder, target: T) -> ublk::Result<Device> {
+        match self {
+            Launch::Add => builder.start_target(target),
+            Launch::Recover(id) => builder.recover_target(id, target),
+        }
+    }
+}
+
 /// A device started from a [`TargetSpec`].
 pub struct Started {
     /// The device, served by its queue threads.
@@ -66,8 +84,9 @@ pub struct Started {
 }
 
 impl TargetSpec {
-    /// Opens the target and starts a device on it with `builder`'s queue settings.
-    pub fn start(&self, mut builder: DeviceBuilder) -> ublk::Result<Started> {
+    /// Opens the target and starts a device on it with `builder`'s queue settings, or takes
+    /// over a device whose server died.
+    pub fn start(&self, mut builder: DeviceBuilder, launch: Launch) -> ublk::Result<Started> {
         if self.read_only {
             builder = builder.read_only(true);
         }
@@ -79,18 +98,23 @@ impl TargetSpec {
                     builder = builder.logical_block_size(lbs);
                 }
                 // FLUSH and DISCARD reach the server, so the device measures their path too.
-                builder
-                    .volatile_cache(true)
-                    .discard(DiscardLimits {
-                        granularity: 4096,
-                        max_discard_bytes: 1 << 30,
-                        max_write_zeroes_bytes: 1 << 30,
-                    })
-                    .start_target(Null::new(self.size.unwrap_or(NULL_DEFAULT_SIZE)))?
+                let builder = builder.volatile_cache(true).discard(DiscardLimits {
+                    granularity: 4096,
+                    max_discard_bytes: 1 << 30,
+                    max_write_zeroes_bytes: 1 << 30,
+                });
+                launch.run(builder, Null::new(self.size.unwrap_or(NULL_DEFAULT_SIZE)))?
             }
             Kind::Mem => {
                 if let Some(lbs) = self.logical_block_size {
                     builder = builder.logical_block_size(lbs);
+                }
+                if let Launch::Recover(_) = launch {
+                    return Err(ublk::Error::InvalidArgument {
+                        what: "target",
+                        reason: "a mem device's data lived in its server's memory and died with it: nothing to recover"
+                            .into(),
+                    });
                 }
                 // Parsing made sure a mem target has a size.
                 builder.start(Mem::new(self.size.unwrap_or_default())?)?
@@ -111,7 +135,7 @@ impl TargetSpec {
                 if let Some(size) = self.size {
                     builder = builder.size(size);
                 }
-                builder.start_target(target)?
+                launch.run(builder, target)?
             }
         };
         Ok(Started {

@@ -1,0 +1,556 @@
+//! A crashed or quiesced server, through the `ublk` command: `kill -9` during fio verify and
+//! on a mounted ext4, then `ublk recover`, with no data lost; FAIL_IO failing fast; deleting
+//! under heavy I/O; QUIESCE_DEV and UPDATE_SIZE; and what `recover` refuses.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use ublk::signal::process_alive;
+use ublk::{Controller, Features};
+use ublk_tests::ublk_char_device_ids;
+
+use crate::backends::{
+    Mounted, Rng, Scratch, check_tree, fio_verify_cmd, path_str, sh, write_tree,
+};
+use crate::cli::{Added, add, del, list_one, record, sysfs, ublk, wait_until};
+use crate::fio::{self, FioResult, failed, io_err, open_direct, wait_child, write_read_back};
+use crate::harness::{NotPassed, Test, TestResult, skip};
+use crate::json::Value;
+
+const MIB: u64 = 1 << 20;
+
+/// The tests of this file, in the order they run.
+pub const TESTS: &[Test] = &[
+    Test {
+        name: "recovery::fio_verify_survives_kill_9_five_times",
+        needs: Features::USER_RECOVERY_REISSUE,
+        run: fio_verify_survives_kill_9_five_times,
+    },
+    Test {
+        name: "recovery::ext4_fsynced_files_survive_kill_9",
+        needs: Features::USER_RECOVERY_REISSUE,
+        run: ext4_fsynced_files_survive_kill_9,
+    },
+    Test {
+        name: "recovery::queue_mode_holds_io_until_recovered",
+        needs: Features::USER_RECOVERY,
+        run: queue_mode_holds_io_until_recovered,
+    },
+    Test {
+        name: "recovery::fail_io_fails_fast_until_recovered",
+        needs: Features::USER_RECOVERY_FAIL_IO,
+        run: fail_io_fails_fast_until_recovered,
+    },
+    Test {
+        name: "recovery::delete_during_heavy_io_20_times",
+        needs: Features::USER_RECOVERY_REISSUE,
+        run: delete_during_heavy_io_20_times,
+    },
+    Test {
+        name: "recovery::quiesce_hands_the_device_to_a_new_server",
+        needs: Features::QUIESCE,
+        run: quiesce_hands_the_device_to_a_new_server,
+    },
+    Test {
+        name: "recovery::resize_within_the_target",
+        needs: Features::UPDATE_SIZE,
+        run: resize_within_the_target,
+    },
+    Test {
+        name: "recovery::recover_refuses_what_it_cannot_take_over",
+        needs: Features::USER_RECOVERY,
+        run: recover_refuses_what_it_cannot_take_over,
+    },
+    Test {
+        name: "recovery::missing_kernel_features_are_named",
+        needs: Features::empty(),
+        run: missing_kernel_features_are_named,
+    },
+];
+
+// --- helpers ---------------------------------------------------------------------------------
+
+/// How long the driver may take to notice a dead server: at once on 7.x, within its 5 s
+/// monitor period on 6.12.
+const NOTICE: Duration = Duration::from_secs(20);
+
+/// SIGKILL to `pid`, and waits until it is gone.
+fn kill_9(pid: i32) -> TestResult {
+    // SAFETY: kill takes plain integers; `pid` is a server this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    if !wait_until(Duration::from_secs(10), || !process_alive(pid)) {
+        return Err(failed(format!(
+            "server {pid} still runs 10 s after SIGKILL"
+        )));
+    }
+    Ok(())
+}
+
+/// The device's state as `ublk list --json` shows it.
+fn state(id: u32) -> Result<String, NotPassed> {
+    Ok(list_one(id)?
+        .get("state")
+        .and_then(Value::as_str)
+        .unwrap_or("(none)")
+        .to_string())
+}
+
+/// Waits until device `id` is in `want` (`ublk list`'s name), bounded by [`NOTICE`].
+fn wait_state(id: u32, want: &str) -> TestResult {
+    let deadline = Instant::now() + NOTICE;
+    loop {
+        let now = state(id)?;
+        if now == want {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(failed(format!(
+                "device {id} is {now}, not {want}, {NOTICE:?} after its server died"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `ublk recover -n ID`, which must succeed: the new server.
+fn recover(old: &Added) -> Result<Added, NotPassed> {
+    let out = ublk(&["recover", "-n", &old.id.to_string()])?.ok()?;
+    let new = Added::parse(&out)?;
+    assert_eq!(new.id, old.id, "the same device");
+    assert_ne!(new.pid, old.pid, "a new server");
+    assert!(process_alive(new.pid), "the new server runs");
+    assert_eq!(state(new.id)?, "live");
+    Ok(new)
+}
+
+/// Waits (bounded) for a fio started with [`fio::spawn`] and reads its result.
+fn fio_result(mut child: Child, limit: Duration) -> Result<(i32, FioResult), NotPassed> {
+    let code = wait_child(&mut child, limit)?;
+    let out = child
+        .wait_with_output()
+        .map_err(io_err("reading fio's output"))?;
+    Ok((code, FioResult::parse(&out).map_err(failed)?))
+}
+
+/// Runs `f` on a thread and waits up to `limit` for it: `None` if it has not returned (it is
+/// left running, blocked in the kernel, until the device is deleted).
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+/// Reads `len` bytes at `offset` of `dev` with direct I/O.
+fn read_direct(dev: &Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let file = open_direct(dev)?;
+    let mut storage = Vec::new();
+    let buf = fio::aligned(&mut storage, len);
+    file.read_exact_at(buf, offset)?;
+    Ok(buf.to_vec())
+}
+
+fn drop_caches() -> TestResult {
+    std::fs::write("/proc/sys/vm/drop_caches", "3").map_err(io_err("dropping the page cache"))
+}
+
+// --- tests -----------------------------------------------------------------------------------
+
+/// fio verify (crc32c, QD32, 2 queues) on a recoverable loop device; the server is killed
+/// mid-run at a random moment and recovered, 5 times in a row, and every block verifies.
+fn fio_verify_survives_kill_9_five_times() -> TestResult {
+    let size = 64 * MIB;
+    let scratch = Scratch::new("recover-verify")?;
+    let image = scratch.file("disk.img", size)?;
+    let mut added = add(&[
+        "-t",
+        "loop",
+        "-f",
+        path_str(&image),
+        "-q",
+        "2",
+        "--recovery",
+        "reissue",
+    ])?;
+    let v = list_one(added.id)?;
+    assert_eq!(v.get("recovery").and_then(Value::as_str), Some("reissue"));
+    assert_eq!(v.get("queues").and_then(Value::as_u64), Some(2));
+    let mut rng = Rng::new(0x5eed);
+    for round in 1..=5 {
+        let mut child = fio::spawn(fio_verify_cmd(&added.block_dev(), 32, size))?;
+        let delay = Duration::from_millis(200 + rng.next() % 2300);
+        std::thread::sleep(delay);
+        let running = child
+            .try_wait()
+            .map_err(io_err("checking on fio"))?
+            .is_none();
+        assert!(
+            running,
+            "round {round}: fio still runs when its server is killed {delay:?} in"
+        );
+        kill_9(added.pid)?;
+        wait_state(added.id, "quiesced")?;
+        added = recover(&added)?;
+        let (code, result) = fio_result(child, Duration::from_secs(240))?;
+        assert_eq!(
+            (code, result.error),
+            (0, 0),
+            "round {round}: fio verify passed"
+        );
+        assert_eq!(
+            (result.write_kib, result.read_kib),
+            (size >> 10, size >> 10),
+            "round {round}: the whole device written and verified"
+        );
+        println!(
+            "  round {round}: killed {delay:?} in, recovered by pid {}, {} KiB verified",
+            added.pid, result.read_kib
+        );
+    }
+    del(&added)
+}
+
+/// ext4 on a recoverable loop device: files written with fsync survive a `kill -9` of the
+/// server; an fsync issued while no server runs waits and completes after `ublk recover`;
+/// everything reads back from the device (page cache dropped), and e2fsck finds nothing.
+fn ext4_fsynced_files_survive_kill_9() -> TestResult {
+    let scratch = Scratch::new("recover-ext4")?;
+    let image = scratch.file("disk.img", 128 * MIB)?;
+    let mnt = scratch.dir().join("mnt");
+    std::fs::create_dir_all(&mnt).map_err(io_err("mkdir"))?;
+    let mut added = add(&["-t", "loop", "-f", path_str(&image), "--recovery"])?;
+    let dev = added.block_dev();
+    sh("mkfs.ext4", &["-q", "-F", path_str(&dev)])?;
+    let m = Mounted::new(&dev, &mnt)?;
+    write_tree(&mnt)?;
+
+    kill_9(added.pid)?;
+    wait_state(added.id, "quiesced")?;
+    let late_path = mnt.join("late.bin");
+    let late_data = Rng::new(99).bytes(1 << 20);
+    let (path, data) = (late_path.clone(), late_data.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let written =
+            File::create(&path).and_then(|f| f.write_all_at(&data, 0).and_then(|()| f.sync_all()));
+        let _ = tx.send(written);
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_millis(1500)).is_err(),
+        "an fsync waits while the device has no server"
+    );
+    added = recover(&added)?;
+    rx.recv_timeout(Duration::from_secs(60))
+        .map_err(|_| failed("the waiting fsync did not complete within 60 s of recovery"))?
+        .map_err(io_err("write and fsync while the server was dead"))?;
+
+    drop_caches()?;
+    check_tree(&mnt)?;
+    let late = std::fs::read(&late_path).map_err(io_err("reading late.bin"))?;
+    assert!(late == late_data, "late.bin reads back as written");
+    m.unmount()?;
+    sh("e2fsck", &["-fn", path_str(&dev)])?;
+    del(&added)
+}
+
+/// `--recovery queue`: I/O issued while no server runs waits, and is served by the next one.
+fn queue_mode_holds_io_until_recovered() -> TestResult {
+    let scratch = Scratch::new("recover-queue")?;
+    let image = scratch.file("disk.img", 16 * MIB)?;
+    let mut added = add(&["-t", "loop", "-f", path_str(&image), "--recovery", "queue"])?;
+    let dev = added.block_dev();
+    let pattern = Rng::new(3).bytes(256 << 10);
+    write_read_back(&dev, MIB, &pattern)?;
+    kill_9(added.pid)?;
+    wait_state(added.id, "quiesced")?;
+    assert_eq!(
+        list_one(added.id)?.get("recovery").and_then(Value::as_str),
+        Some("queue")
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader_dev = dev.clone();
+    let len = pattern.len();
+    std::thread::spawn(move || {
+        let _ = tx.send(read_direct(&reader_dev, MIB, len));
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_millis(1500)).is_err(),
+        "a read waits while the device has no server"
+    );
+    added = recover(&added)?;
+    let got = rx
+        .recv_timeout(Duration::from_secs(60))
+        .map_err(|_| failed("the waiting read did not complete within 60 s of recovery"))?
+        .map_err(io_err("the read that waited"))?;
+    assert!(got == pattern, "the read that waited returns the data");
+    del(&added)
+}
+
+/// `--recovery fail-io`: after the kill, I/O fails at once (no hang); after `ublk recover`
+/// the data is there.
+fn fail_io_fails_fast_until_recovered() -> TestResult {
+    let scratch = Scratch::new("recover-failio")?;
+    let image = scratch.file("disk.img", 16 * MIB)?;
+    let mut added = add(&[
+        "-t",
+        "loop",
+        "-f",
+        path_str(&image),
+        "--recovery",
+        "fail-io",
+    ])?;
+    let dev = added.block_dev();
+    let pattern = Rng::new(4).bytes(256 << 10);
+    write_read_back(&dev, 0, &pattern)?;
+    kill_9(added.pid)?;
+    wait_state(added.id, "fail_io")?;
+    let text = ublk(&["list", "-n", &added.id.to_string()])?.ok()?.stdout;
+    assert!(
+        text.contains(&format!("waiting for `ublk recover -n {}`", added.id)),
+        "{text}"
+    );
+    for attempt in 0..3 {
+        let started = Instant::now();
+        let reader_dev = dev.clone();
+        let result = within(Duration::from_secs(10), move || {
+            read_direct(&reader_dev, 0, 4096)
+        })
+        .ok_or_else(|| failed(format!("read {attempt} hangs (10 s) in FAIL_IO")))?;
+        let err = result.expect_err("a read fails while no server runs");
+        // The block layer reports the driver's failure as EIO or, as a target error, EREMOTEIO.
+        assert!(
+            matches!(err.raw_os_error(), Some(libc::EIO | libc::EREMOTEIO)),
+            "an I/O error: {err}"
+        );
+        println!(
+            "  read {attempt} failed after {:?}: {err}",
+            started.elapsed()
+        );
+    }
+    added = recover(&added)?;
+    let got = read_direct(&dev, 0, pattern.len()).map_err(io_err("reading after recovery"))?;
+    assert!(got == pattern, "the data is there after recovery");
+    del(&added)
+}
+
+/// `ublk del` while fio drives the device hard, 20 times over: plain and recoverable devices,
+/// with a running server or one killed just before. Each delete completes, fio ends, and no
+/// device, server or record is left.
+fn delete_during_heavy_io_20_times() -> TestResult {
+    let scratch = Scratch::new("recover-del")?;
+    let image = scratch.file("disk.img", 32 * MIB)?;
+    let image = path_str(&image).to_string();
+    let mut rng = Rng::new(0xde1);
+    for round in 0..20 {
+        let (args, kill): (Vec<&str>, bool) = match round % 4 {
+            0 => (vec!["-t", "null", "-q", "2"], false),
+            1 => (vec!["-t", "loop", "-f", &image], false),
+            2 => (
+                vec!["-t", "loop", "-f", &image, "-q", "2", "--recovery"],
+                false,
+            ),
+            _ => (vec!["-t", "loop", "-f", &image, "--recovery"], true),
+        };
+        let added = add(&args)?;
+        let child = fio::spawn(fio::job(&added.block_dev(), "randrw", 32, 60))?;
+        std::thread::sleep(Duration::from_millis(100 + rng.next() % 500));
+        if kill {
+            kill_9(added.pid)?;
+            wait_state(added.id, "quiesced")?;
+        }
+        let started = Instant::now();
+        del(&added)?;
+        let took = started.elapsed();
+        let (code, _) = fio_result(child, Duration::from_secs(30)).or_else(|e| match e {
+            // fio may print no result when its device vanished; it ended, which is the point.
+            NotPassed::Failed(why) if why.contains("no terse result") => Ok((
+                -1,
+                FioResult {
+                    error: 0,
+                    read_ios: 0,
+                    write_ios: 0,
+                    read_kib: 0,
+                    write_kib: 0,
+                },
+            )),
+            other => Err(other),
+        })?;
+        assert!(
+            !ublk_char_device_ids().contains(&added.id),
+            "round {round}: no device left"
+        );
+        println!(
+            "  round {round} ({}{}): deleted in {took:?}; fio exited {code}",
+            args.join(" ").replace(&image, "FILE"),
+            if kill { ", server killed first" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+/// `ublk quiesce` during fio verify: the server exits, its record stays, the device waits;
+/// `ublk recover` takes over and fio verifies everything. A device made without recovery
+/// cannot be quiesced.
+fn quiesce_hands_the_device_to_a_new_server() -> TestResult {
+    let size = 48 * MIB;
+    let scratch = Scratch::new("recover-quiesce")?;
+    let image = scratch.file("disk.img", size)?;
+    let added = add(&[
+        "-t",
+        "loop",
+        "-f",
+        path_str(&image),
+        "-q",
+        "2",
+        "--recovery",
+    ])?;
+    let flags = Controller::open()?.info(added.id)?.flags();
+    assert!(
+        flags.contains(Features::QUIESCE),
+        "--recovery asks for QUIESCE where the kernel has it: {flags}"
+    );
+    let child = fio::spawn(fio_verify_cmd(&added.block_dev(), 32, size))?;
+    std::thread::sleep(Duration::from_millis(500));
+    let out = ublk(&["quiesce", "-n", &added.id.to_string()])?.ok()?;
+    assert!(out.stdout.contains("quiesced"), "{}", out.stdout);
+    assert!(!process_alive(added.pid), "the quiesced server exited");
+    assert_eq!(state(added.id)?, "quiesced");
+    assert!(
+        record(added.id).exists(),
+        "the record stays for ublk recover"
+    );
+    let new = recover(&added)?;
+    let (code, result) = fio_result(child, Duration::from_secs(240))?;
+    assert_eq!((code, result.error), (0, 0), "fio verify passed");
+    assert_eq!(result.read_kib, size >> 10, "everything verified");
+    del(&new)?;
+
+    // A device made without recovery has no QUIESCE: refused by name, left live.
+    let plain = add(&["-t", "null"])?;
+    ublk(&["quiesce", "-n", &plain.id.to_string()])?.fails(1, "was created without QUIESCE");
+    assert_eq!(state(plain.id)?, "live");
+    del(&plain)
+}
+
+/// `ublk resize` grows and shrinks a live device within what its file holds, and refuses
+/// more than that and sizes that are not whole blocks.
+fn resize_within_the_target() -> TestResult {
+    let scratch = Scratch::new("recover-resize")?;
+    let image = scratch.file("disk.img", 64 * MIB)?;
+    // Data past the device's first 32 MiB, written to the file directly.
+    let pattern = Rng::new(5).bytes(64 << 10);
+    File::options()
+        .write(true)
+        .open(&image)
+        .and_then(|f| f.write_all_at(&pattern, 48 * MIB))
+        .map_err(io_err("writing the backing file"))?;
+    let added = add(&[
+        "-t",
+        "loop",
+        "-f",
+        path_str(&image),
+        "--size",
+        "32M",
+        "--logical-block-size",
+        "4096",
+    ])?;
+    let id = added.id.to_string();
+    assert_eq!(sysfs(added.id, "size")?, 32 * MIB / 512);
+    let out = ublk(&["resize", "-n", &id, "--size", "64M"])?.ok()?;
+    assert_eq!(out.stdout, format!("device {id}: 64 MiB\n"));
+    assert_eq!(sysfs(added.id, "size")?, 64 * MIB / 512);
+    let got = read_direct(&added.block_dev(), 48 * MIB, pattern.len())
+        .map_err(io_err("reading past the old end"))?;
+    assert!(got == pattern, "the grown part serves the file's data");
+    ublk(&["resize", "-n", &id, "--size", "16M"])?.ok()?;
+    assert_eq!(sysfs(added.id, "size")?, 16 * MIB / 512);
+    ublk(&["resize", "-n", &id, "--size", "128M"])?.fails(
+        2,
+        &format!("134217728 bytes is more than device {id}'s target holds (67108864 bytes)"),
+    );
+    ublk(&["resize", "-n", &id, "--size", "4608"])?.fails(
+        2,
+        &format!("must be a non-zero multiple of device {id}'s logical block size (4096 bytes)"),
+    );
+    ublk(&["resize", "-n", "77", "--size", "1M"])?.fails(1, "device 77 does not exist");
+    assert_eq!(
+        sysfs(added.id, "size")?,
+        16 * MIB / 512,
+        "refusals change nothing"
+    );
+    del(&added)
+}
+
+/// `ublk recover` refuses, by name, a device that does not exist, has a running server, was
+/// created without recovery, or has no record; each leaves the device as it was.
+fn recover_refuses_what_it_cannot_take_over() -> TestResult {
+    ublk(&["recover", "-n", "77"])?.fails(1, "device 77 does not exist");
+    ublk(&["add", "-t", "mem", "-s", "1M", "--recovery"])?.fails(2, "--recovery is not for -t mem");
+    assert!(ublk_char_device_ids().is_empty(), "nothing added");
+
+    let live = add(&["-t", "null", "--recovery"])?;
+    let id = live.id.to_string();
+    ublk(&["recover", "-n", &id])?.fails(
+        1,
+        &format!(
+            "it is live, served by pid {}: stop that server first",
+            live.pid
+        ),
+    );
+    assert!(process_alive(live.pid), "the running server is untouched");
+    // Without its record the target is unknown.
+    let saved = std::fs::read(record(live.id)).map_err(io_err("reading the record"))?;
+    kill_9(live.pid)?;
+    wait_state(live.id, "quiesced")?;
+    std::fs::remove_file(record(live.id)).map_err(io_err("removing the record"))?;
+    ublk(&["recover", "-n", &id])?.fails(1, "has no record in /run/ublk");
+    std::fs::write(record(live.id), saved).map_err(io_err("restoring the record"))?;
+    let back = recover(&live)?;
+    del(&back)?;
+
+    let plain = add(&["-t", "null"])?;
+    kill_9(plain.pid)?;
+    wait_state(plain.id, "dead")?;
+    ublk(&["recover", "-n", &plain.id.to_string()])?.fails(
+        1,
+        "it was created without recovery, so no new server can take it over",
+    );
+    del(&plain)
+}
+
+/// On a kernel without QUIESCE, UPDATE_SIZE or USER_RECOVERY_FAIL_IO, the command that needs
+/// it fails with the feature's name and changes nothing. Skipped where the kernel has all.
+fn missing_kernel_features_are_named() -> TestResult {
+    let kernel = Controller::open()?.features()?;
+    let mut checked = Vec::new();
+    if !kernel.contains(Features::QUIESCE) {
+        let added = add(&["-t", "null", "--recovery"])?;
+        ublk(&["quiesce", "-n", &added.id.to_string()])?.fails(1, "lacks QUIESCE");
+        assert_eq!(state(added.id)?, "live");
+        del(&added)?;
+        checked.push("QUIESCE");
+    }
+    if !kernel.contains(Features::UPDATE_SIZE) {
+        let added = add(&["-t", "mem", "-s", "8M"])?;
+        ublk(&["resize", "-n", &added.id.to_string(), "--size", "4M"])?
+            .fails(1, "lacks UPDATE_SIZE");
+        assert_eq!(sysfs(added.id, "size")?, 8 * MIB / 512);
+        del(&added)?;
+        checked.push("UPDATE_SIZE");
+    }
+    if !kernel.contains(Features::USER_RECOVERY_FAIL_IO) {
+        ublk(&["add", "-t", "null", "--recovery", "fail-io"])?
+            .fails(1, "lacks USER_RECOVERY_FAIL_IO");
+        assert!(ublk_char_device_ids().is_empty(), "nothing added");
+        checked.push("USER_RECOVERY_FAIL_IO");
+    }
+    if checked.is_empty() {
+        return skip("the kernel has QUIESCE, UPDATE_SIZE and USER_RECOVERY_FAIL_IO");
+    }
+    println!("  named: {}", checked.join(", "));
+    Ok(())
+}
