@@ -3,7 +3,8 @@
 # static `ublk` binary, boots the test VM (a Debian cloud kernel with the ublk driver, under
 # QEMU) and, inside it, uses `ublk` as a user would: a RAM disk and a loop device over a file,
 # ext4 made and mounted, files written and read back (also after the loop device is made
-# again), a short fio run with data verification, the devices listed and removed. Each step
+# again, and after its server is killed with the file system mounted and `ublk recover`
+# gives it a new one), a short fio run with data verification, the devices listed and removed. Each step
 # is printed with its command; the demo fails (non-zero exit) if any step fails.
 #
 #   scripts/demo.sh                 in a VM (no ublk driver needed on this machine)
@@ -80,6 +81,26 @@ run mount /dev/ublkb1 "$mnt"
 printf '$ sha256sum -c sums\n'
 (cd "$mnt" && sha256sum -c "$work/sums")
 run df -h "$mnt"
+run umount "$mnt"
+run e2fsck -fn /dev/ublkb1
+
+step "a server that dies: with --recovery the device waits, still mounted, for a new server"
+run ublk del -n 1
+run ublk add -t loop -f "$work/disk.img" -n 1 -q 2 --recovery
+run mount /dev/ublkb1 "$mnt"
+pid=$(ublk list -n 1 --json | grep '"server_pid"' | tr -dc 0-9)
+run kill -9 "$pid"
+i=0
+until ublk list -n 1 --json | grep -q '"state": "quiesced"'; do
+    i=$((i + 1))
+    [ "$i" -lt 200 ] || { echo "demo: device 1 did not become quiesced"; exit 1; }
+    sleep 0.1
+done
+run ublk list -n 1
+run ublk recover -n 1
+printf '$ sha256sum -c sums\n'
+(cd "$mnt" && sha256sum -c "$work/sums")
+run dd if=/dev/urandom of="$mnt/file4" bs=1M count=8 conv=fsync
 run umount "$mnt"
 run e2fsck -fn /dev/ublkb1
 
