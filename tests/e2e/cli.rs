@@ -305,6 +305,10 @@ fn check_listed(v: &Value, id: u32) -> TestResult {
         info.server_pid().map(i64::from)
     );
     assert_eq!(v.get("server_running").and_then(Value::as_bool), Some(true));
+    assert_eq!(
+        v.get("recovery").and_then(Value::as_str),
+        Some(ublk::Recovery::of(info.flags()).name())
+    );
     Ok(())
 }
 

@@ -77,6 +77,23 @@ pub const TESTS: &[Test] = &[
 /// monitor period on 6.12.
 const NOTICE: Duration = Duration::from_secs(20);
 
+/// A loop device made by `ublk add --recovery=MODE` (with `extra` options) over a fresh file
+/// of `size` bytes in a scratch directory named `name`.
+fn recoverable_loop(
+    name: &str,
+    size: u64,
+    mode: &str,
+    extra: &[&str],
+) -> Result<(Scratch, Added), NotPassed> {
+    let scratch = Scratch::new(name)?;
+    let image = scratch.file("disk.img", size)?;
+    let recovery = format!("--recovery={mode}");
+    let mut args = vec!["-t", "loop", "-f", path_str(&image), &recovery];
+    args.extend_from_slice(extra);
+    let added = add(&args)?;
+    Ok((scratch, added))
+}
+
 /// SIGKILL to `pid`, and waits until it is gone.
 fn kill_9(pid: i32) -> TestResult {
     // SAFETY: kill takes plain integers; `pid` is a server this test started.
@@ -164,18 +181,7 @@ fn drop_caches() -> TestResult {
 /// mid-run at a random moment and recovered, 5 times in a row, and every block verifies.
 fn fio_verify_survives_kill_9_five_times() -> TestResult {
     let size = 64 * MIB;
-    let scratch = Scratch::new("recover-verify")?;
-    let image = scratch.file("disk.img", size)?;
-    let mut added = add(&[
-        "-t",
-        "loop",
-        "-f",
-        path_str(&image),
-        "-q",
-        "2",
-        "--recovery",
-        "reissue",
-    ])?;
+    let (_scratch, mut added) = recoverable_loop("recover-verify", size, "reissue", &["-q", "2"])?;
     let v = list_one(added.id)?;
     assert_eq!(v.get("recovery").and_then(Value::as_str), Some("reissue"));
     assert_eq!(v.get("queues").and_then(Value::as_u64), Some(2));
@@ -218,11 +224,9 @@ fn fio_verify_survives_kill_9_five_times() -> TestResult {
 /// server; an fsync issued while no server runs waits and completes after `ublk recover`;
 /// everything reads back from the device (page cache dropped), and e2fsck finds nothing.
 fn ext4_fsynced_files_survive_kill_9() -> TestResult {
-    let scratch = Scratch::new("recover-ext4")?;
-    let image = scratch.file("disk.img", 128 * MIB)?;
+    let (scratch, mut added) = recoverable_loop("recover-ext4", 128 * MIB, "reissue", &[])?;
     let mnt = scratch.dir().join("mnt");
     std::fs::create_dir_all(&mnt).map_err(io_err("mkdir"))?;
-    let mut added = add(&["-t", "loop", "-f", path_str(&image), "--recovery"])?;
     let dev = added.block_dev();
     sh("mkfs.ext4", &["-q", "-F", path_str(&dev)])?;
     let m = Mounted::new(&dev, &mnt)?;
@@ -259,9 +263,7 @@ fn ext4_fsynced_files_survive_kill_9() -> TestResult {
 
 /// `--recovery queue`: I/O issued while no server runs waits, and is served by the next one.
 fn queue_mode_holds_io_until_recovered() -> TestResult {
-    let scratch = Scratch::new("recover-queue")?;
-    let image = scratch.file("disk.img", 16 * MIB)?;
-    let mut added = add(&["-t", "loop", "-f", path_str(&image), "--recovery", "queue"])?;
+    let (_scratch, mut added) = recoverable_loop("recover-queue", 16 * MIB, "queue", &[])?;
     let dev = added.block_dev();
     let pattern = Rng::new(3).bytes(256 << 10);
     write_read_back(&dev, MIB, &pattern)?;
@@ -293,16 +295,7 @@ fn queue_mode_holds_io_until_recovered() -> TestResult {
 /// `--recovery fail-io`: after the kill, I/O fails at once (no hang); after `ublk recover`
 /// the data is there.
 fn fail_io_fails_fast_until_recovered() -> TestResult {
-    let scratch = Scratch::new("recover-failio")?;
-    let image = scratch.file("disk.img", 16 * MIB)?;
-    let mut added = add(&[
-        "-t",
-        "loop",
-        "-f",
-        path_str(&image),
-        "--recovery",
-        "fail-io",
-    ])?;
+    let (_scratch, mut added) = recoverable_loop("recover-failio", 16 * MIB, "fail-io", &[])?;
     let dev = added.block_dev();
     let pattern = Rng::new(4).bytes(256 << 10);
     write_read_back(&dev, 0, &pattern)?;
@@ -397,17 +390,7 @@ fn delete_during_heavy_io_20_times() -> TestResult {
 /// cannot be quiesced.
 fn quiesce_hands_the_device_to_a_new_server() -> TestResult {
     let size = 48 * MIB;
-    let scratch = Scratch::new("recover-quiesce")?;
-    let image = scratch.file("disk.img", size)?;
-    let added = add(&[
-        "-t",
-        "loop",
-        "-f",
-        path_str(&image),
-        "-q",
-        "2",
-        "--recovery",
-    ])?;
+    let (_scratch, added) = recoverable_loop("recover-quiesce", size, "reissue", &["-q", "2"])?;
     let flags = Controller::open()?.info(added.id)?.flags();
     assert!(
         flags.contains(Features::QUIESCE),
