@@ -11,13 +11,15 @@
 //! Options: `--file PATH` (required), `--buffered` (no O_DIRECT), `--ro` (read-only),
 //! `--logical-block-size N` (default: the backing file's), `--size BYTES` (default: the
 //! file's; suffix K, M, G or T), `--queues N` (default 1), `--depth N` (default 128),
-//! `--id N` (default: the driver picks).
+//! `--id N` (default: the driver picks), `--recovery MODE` (`reissue`, `queue` or `fail-io`:
+//! the device outlives this process if it dies), `--recover ID` (take over device ID, made
+//! with `--recovery`, whose server died: the same `/dev/ublkbN` goes on).
 
 mod common;
 
 use std::process::ExitCode;
 
-use ublk::Loop;
+use ublk::{Loop, Recovery};
 
 #[derive(Default)]
 struct LoopArgs {
@@ -25,6 +27,8 @@ struct LoopArgs {
     buffered: bool,
     read_only: bool,
     logical_block_size: Option<u32>,
+    recovery: Recovery,
+    recover: Option<u32>,
 }
 
 fn run(o: common::Common, a: LoopArgs) -> ublk::Result<()> {
@@ -50,7 +54,11 @@ fn run(o: common::Common, a: LoopArgs) -> ublk::Result<()> {
         },
         if a.read_only { ", read-only" } else { "" }
     );
-    let dev = o.builder().start_target(target)?;
+    let builder = o.builder().recovery(a.recovery);
+    let dev = match a.recover {
+        Some(id) => builder.recover_target(id, target)?,
+        None => builder.start_target(target)?,
+    };
     common::serve(dev, &signals, &what)
 }
 
@@ -67,6 +75,18 @@ fn main() -> ExitCode {
                     .parse()
                     .map_err(|_| format!("{flag}: '{v}' is not a number"))?;
                 a.logical_block_size = Some(n);
+            }
+            "--recovery" => {
+                let v = value()?;
+                a.recovery = Recovery::from_name(&v)
+                    .ok_or_else(|| format!("{flag}: '{v}' is not reissue, queue or fail-io"))?;
+            }
+            "--recover" => {
+                let v = value()?;
+                let id = v
+                    .parse()
+                    .map_err(|_| format!("{flag}: '{v}' is not a device id"))?;
+                a.recover = Some(id);
             }
             _ => return Ok(false),
         }

@@ -5,11 +5,11 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ublk::signal::process_alive;
-use ublk::{Controller, Features};
+use ublk::{Controller, Device, Error, Features, Loop};
 use ublk_tests::ublk_char_device_ids;
 
 use crate::backends::{
@@ -58,6 +58,11 @@ pub const TESTS: &[Test] = &[
         name: "recovery::resize_within_the_target",
         needs: Features::UPDATE_SIZE,
         run: resize_within_the_target,
+    },
+    Test {
+        name: "recovery::library_takes_over_a_killed_server",
+        needs: Features::USER_RECOVERY_REISSUE,
+        run: library_takes_over_a_killed_server,
     },
     Test {
         name: "recovery::recover_refuses_what_it_cannot_take_over",
@@ -466,6 +471,79 @@ fn resize_within_the_target() -> TestResult {
         "refusals change nothing"
     );
     del(&added)
+}
+
+/// The library without the CLI: `examples/loop --recovery reissue` is killed with SIGKILL and
+/// this process takes its device over with `DeviceBuilder::recover_target`; a backend too
+/// small for the device is refused first and leaves the device waiting. `Device::resize`
+/// works within the file, or names UPDATE_SIZE where the kernel lacks it.
+fn library_takes_over_a_killed_server() -> TestResult {
+    use std::io::{BufRead, BufReader};
+    let scratch = Scratch::new("recover-lib")?;
+    let image = scratch.file("disk.img", 16 * MIB)?;
+    let small = scratch.file("small.img", 8 * MIB)?;
+    let mut child = Command::new("loop")
+        .args(["--file", path_str(&image), "--recovery", "reissue"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(io_err("starting examples/loop"))?;
+    let mut first = String::new();
+    if let Some(out) = child.stdout.take() {
+        BufReader::new(out)
+            .read_line(&mut first)
+            .map_err(io_err("reading examples/loop's output"))?;
+    }
+    let id: u32 = first
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("/dev/ublkb")?.parse().ok())
+        .ok_or_else(|| failed(format!("examples/loop: no device in {first:?}")))?;
+    let dev_path = Path::new("/dev").join(format!("ublkb{id}"));
+    let pattern = Rng::new(6).bytes(128 << 10);
+    write_read_back(&dev_path, 4 * MIB, &pattern)?;
+    kill_9(child.id() as i32)?;
+    let _ = child.wait();
+    wait_state(id, "quiesced")?;
+
+    let err = Device::builder()
+        .recover_target(id, Loop::options(&small).open()?)
+        .expect_err("a backend smaller than the device is refused");
+    assert!(
+        err.to_string().contains(&format!(
+            "holds 8388608 bytes, less than device {id}'s 16777216"
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        state(id)?,
+        "quiesced",
+        "a refused recovery leaves it waiting"
+    );
+
+    let mut dev = Device::builder().recover_target(id, Loop::options(&image).open()?)?;
+    assert_eq!((dev.id(), state(id)?.as_str()), (id, "live"));
+    let got = read_direct(&dev_path, 4 * MIB, pattern.len()).map_err(io_err("reading it back"))?;
+    assert!(got == pattern, "the data written through the killed server");
+    if Controller::open()?
+        .features()?
+        .contains(Features::UPDATE_SIZE)
+    {
+        dev.resize(8 * MIB)?;
+        assert_eq!(sysfs(id, "size")?, 8 * MIB / 512);
+        let err = dev.resize(32 * MIB).expect_err("more than the file");
+        assert!(
+            err.to_string().contains("more than the backend holds"),
+            "{err}"
+        );
+    } else {
+        let err = dev.resize(8 * MIB).expect_err("no UPDATE_SIZE");
+        assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
+        assert!(err.to_string().contains("lacks UPDATE_SIZE"), "{err}");
+    }
+    dev.stop()?;
+    assert!(!ublk_char_device_ids().contains(&id), "deleted");
+    Ok(())
 }
 
 /// `ublk recover` refuses, by name, a device that does not exist, has a running server, was
