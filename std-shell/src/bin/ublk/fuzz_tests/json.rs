@@ -421,7 +421,10 @@ fn json_text_case(p: &mut Prng) {
                 .expect("a byte offset");
             assert!(at <= t.len(), "offset {at} past the end: {e}");
         }
-        (got, want) => panic!("{shown:?}: valid JSON: {want}, parse gave {got:?}"),
+        (got, want) => {
+            let got: String = format!("{got:?}").chars().take(300).collect();
+            panic!("{shown:?}: valid JSON: {want}, parse gave {got}")
+        }
     }
 }
 
