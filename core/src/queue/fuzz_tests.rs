@@ -95,7 +95,7 @@ fn fuzz_user_data_every_encodable_value_round_trips() {
         let value = encodable(p);
         let raw = value.encode();
         assert_eq!(UserData::decode(raw), Some(value), "{raw:#018x}");
-        // A queue's own values are never mistaken for one another's kinds.
+        // And the encoder writes what the documented layout says.
         assert_eq!(model(raw), Some(value), "{raw:#018x}");
     });
 }

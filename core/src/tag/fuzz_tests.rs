@@ -117,7 +117,7 @@ fn tag_for(p: &mut Prng, len: usize) -> u16 {
     }
 }
 
-/// Every state the table can show, for the counts.
+/// Checks the table's every state, count and kernel count against the models.
 fn check_counts(t: &TagTable<'_>, models: &[Model]) {
     for state in TagState::ALL {
         let want = models.iter().filter(|m| m.state() == state).count();

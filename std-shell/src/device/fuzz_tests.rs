@@ -289,6 +289,7 @@ fn geometry_case(p: &mut Prng) {
     assert_eq!(sized.ok(), whole, "{g:?}");
 }
 
+/// `Some` of a value made by `f`, or `None`, evenly.
 fn maybe<T>(p: &mut Prng, f: impl FnOnce(&mut Prng) -> T) -> Option<T> {
     if p.bool() { Some(f(p)) } else { None }
 }
