@@ -11,12 +11,26 @@ fail() { echo "check-policy: $*" >&2; exit 1; }
 grep -q '^#!\[no_std\]' core/src/lib.rs || fail "core/src/lib.rs lacks #![no_std]"
 # `extern crate alloc` or `alloc::` paths outside #[cfg(test)] modules would allow allocation.
 # Test modules live at the end of files after `#[cfg(test)]`; strip them before searching.
+# Test-only files are skipped: the randomized tests (`fuzz_tests.rs`, each declared under
+# #[cfg(test)], checked next) and `testing.rs`, the `testing` feature's test support, which
+# links std and is enabled by no normal build (checked below).
 while IFS= read -r -d '' f; do
     if sed '/#\[cfg(test)\]/,$d' "$f" | grep -vE '^\s*//' \
         | grep -nE 'extern crate (alloc|std)|\balloc::|\bstd::' >/dev/null; then
         fail "$f uses alloc or std outside tests"
     fi
-done < <(find core/src -name '*.rs' -print0)
+done < <(find core/src -name '*.rs' -not -name testing.rs -not -name fuzz_tests.rs -print0)
+find core/src -name '*.rs' -exec awk '
+    FNR == 1 { prev = "" }
+    /^[[:space:]]*mod fuzz_tests;/ && prev !~ /^[[:space:]]*#\[cfg\(test\)\]/ {
+        print FILENAME ":" FNR; bad = 1
+    }
+    { prev = $0 }
+    END { exit bad }' {} + >&2 || fail "a fuzz_tests module is declared without #[cfg(test)]"
+if cargo tree --workspace --edges normal,build --prefix none --format '{p} {f}' \
+    | grep -qE '^ublk-core .*\btesting\b'; then
+    fail "a normal build enables ublk-core's \`testing\` feature (std): dev-dependencies only"
+fi
 cargo build -p ublk-core --quiet
 echo "ublk-core: no_std, no alloc, builds alone"
 

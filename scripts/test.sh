@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 echo "== host tests: cargo test --workspace"
 cargo test --workspace
 
+# The randomized tests again in release: overflow checks and debug assertions are off there,
+# so only their invariant checks stand between wrapped arithmetic and a wrong answer.
+echo "== randomized tests in release: cargo test --workspace --release fuzz"
+cargo test --workspace --release fuzz
+
 echo "== benchmark report parser: scripts/bench/test_report.py"
 python3 scripts/bench/test_report.py
 

@@ -638,6 +638,9 @@ impl Control {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     extern crate std;
     use super::*;

@@ -30,6 +30,8 @@ pub mod queue;
 pub mod ring;
 pub mod sys;
 pub mod tag;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use abi::{CtrlCmd, DevState, Features, IoOp, OpEncoding, UblkParams, UblksrvCtrlDevInfo};
 pub use ctrl::{Control, CpuMask, CtrlError, CtrlErrorKind};

@@ -291,6 +291,9 @@ impl<'a> TagTable<'a> {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

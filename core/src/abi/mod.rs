@@ -23,6 +23,9 @@ pub use params::{
 };
 pub use pod::Pod;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 /// How command opcodes are encoded in the SQE's `cmd_op`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OpEncoding {

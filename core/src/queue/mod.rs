@@ -559,6 +559,9 @@ impl fmt::Debug for Queue<'_> {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -545,3 +545,6 @@ impl<S: SqeLayout, C: CqeLayout> Drop for Completions<'_, S, C> {
         unsafe { (*self.ring.cq.head).store(self.head, Ordering::Release) };
     }
 }
+
+#[cfg(test)]
+mod fuzz_tests;

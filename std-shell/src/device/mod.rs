@@ -1,6 +1,8 @@
 //! A device's life: build, start (ADD_DEV, SET_PARAMS, queue threads, START_DEV), serve,
 //! stop (STOP_DEV, join the queues, DEL_DEV).
 
+#[cfg(test)]
+mod fuzz_tests;
 mod params;
 mod queue_thread;
 mod recovery;

@@ -144,7 +144,8 @@ impl Geometry {
             )
         })?;
         let lbs = u64::from(self.logical_block_size);
-        if size == 0 || size % lbs != 0 {
+        // checked_rem: a zero block size is refused here too, not divided by.
+        if size == 0 || size.checked_rem(lbs) != Some(0) {
             return Err(Error::invalid(
                 "device size",
                 format!(
@@ -309,6 +310,23 @@ mod tests {
             let msg = g.params(512 << 10).unwrap_err().to_string();
             assert!(msg.contains(want), "{msg:?} should contain {want:?}");
         }
+    }
+
+    /// Found by the randomized geometry test (seed 0xb5cd49763cecaa62): the size check
+    /// divided by the block size before anything had refused a zero one.
+    #[test]
+    fn a_zero_block_size_is_refused_not_divided_by() {
+        let g = Geometry {
+            logical_block_size: 0,
+            ..geometry(1 << 20)
+        };
+        let msg = g.checked_size().unwrap_err().to_string();
+        assert!(
+            msg.contains("device size: must be a non-zero multiple"),
+            "{msg}"
+        );
+        let msg = g.params(512 << 10).unwrap_err().to_string();
+        assert!(msg.contains("logical block size"), "{msg}");
     }
 }
 

@@ -190,7 +190,12 @@ fn open_queue<'t>(
 /// Checks a descriptor and turns it into a [`Request`]; `Err(errno)` answers it at once.
 /// The block layer already keeps requests inside the device and the size limit; checking
 /// again here means a backend can index its storage without a bounds panic.
-fn decode(tag: u16, desc: &UblksrvIoDesc, buf_len: usize, dev_bytes: u64) -> Result<Request, i32> {
+pub(super) fn decode(
+    tag: u16,
+    desc: &UblksrvIoDesc,
+    buf_len: usize,
+    dev_bytes: u64,
+) -> Result<Request, i32> {
     let op = desc.op().map_err(|_| -libc::EOPNOTSUPP)?;
     if op == IoOp::Flush {
         // A flush has no position: the block layer leaves its sector at -1.

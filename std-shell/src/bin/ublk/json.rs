@@ -336,6 +336,8 @@ impl Parser<'_> {
         let hex = self
             .bytes
             .get(self.at..self.at + 4)
+            // Digits only: from_str_radix alone also takes a sign, as in "\u+041".
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
             .and_then(|h| std::str::from_utf8(h).ok())
             .and_then(|h| u32::from_str_radix(h, 16).ok())
             .ok_or_else(|| self.error("\\u needs four hex digits"))?;
@@ -456,6 +458,7 @@ mod tests {
             "\"abc",
             "\"\\x\"",
             "\"\\u12\"",
+            "\"\\u+041\"",
             "\"\\ud800\"",
             "\"\\ud800\\u0041\"",
             "\"a\nb\"",

@@ -14,6 +14,8 @@ mod add;
 mod args;
 mod daemon;
 mod del;
+#[cfg(test)]
+mod fuzz_tests;
 mod json;
 mod list;
 mod log;

@@ -1,0 +1,440 @@
+//! Command lines built from the real options, their spellings (`-n 3`, `-n3`, `--number 3`,
+//! `--number=3`) and values that are valid, at an edge, huge, negative, empty, unicode or
+//! junk. The parse must agree with the getopt rules ([`super::rules`]); each command's checks
+//! are re-checked on what it accepts, and each refusal must name an option that is wrong.
+
+use std::path::Path;
+
+use ublk_core::testing::{Prng, fuzz};
+
+use super::rules::{Model, model, number_rule, size_rule};
+use crate::add::{self, AddOptions};
+use crate::args::{self, HELP, Opt, Parsed, Usage};
+use crate::del::{self, DelOptions};
+use crate::target::Kind;
+use crate::{FEATURES_OPTS, MAX_DEVICE_ID, list};
+
+/// Values for any option: valid ones, the edges of every range the commands check, and
+/// things no option takes.
+const VALUES: &[&str] = &[
+    "null",
+    "mem",
+    "loop",
+    "tape",
+    "NULL",
+    "Null ",
+    "0",
+    "1",
+    "2",
+    "3",
+    "511",
+    "512",
+    "513",
+    "1000",
+    "1024",
+    "1536",
+    "2048",
+    "4095",
+    "4096",
+    "4097",
+    "8192",
+    "65536",
+    "1048575",
+    "1048576",
+    "3600",
+    "3601",
+    "4294967295",
+    "4294967296",
+    "18446744073709551615",
+    "18446744073709551616",
+    "99999999999999999999999999",
+    "000000000000000000000000512",
+    "4K",
+    "4k",
+    "4KiB",
+    "4kib",
+    "4Kb",
+    "512K",
+    "1M",
+    "32M",
+    "32MiB",
+    "33M",
+    "64M",
+    "1G",
+    "1g",
+    "2T",
+    "16777215T",
+    "16777216T",
+    "17179869184G",
+    "1Q",
+    "K",
+    "1 G",
+    " 1",
+    "1 ",
+    "+5",
+    "-1",
+    "-0",
+    "0x10",
+    "1.5G",
+    "1e3",
+    "",
+    "=",
+    "a=b",
+    "--",
+    "-",
+    "-t",
+    "--help",
+    "disk.img",
+    "/tmp/x",
+    ".",
+    "١٢",
+    "５",
+    "💾",
+    "4Ｋ",
+    "é",
+];
+
+/// Tokens that are no option of any command.
+const JUNK: &[&str] = &[
+    "",
+    "-",
+    "--",
+    "---",
+    "--=",
+    "-=",
+    "--type=",
+    "—type",
+    "-ü",
+    "--ünïcode",
+    "x",
+    "\u{0}",
+    "--Type",
+    "--TYPE=null",
+    "-T",
+    "--number3",
+];
+
+/// A value: from the list, or a number at or near an edge, or a number with a suffix.
+fn value(p: &mut Prng) -> String {
+    match p.below(4) {
+        0 => p.interesting_u64().to_string(),
+        1 => {
+            let edge = *p.pick(&[512, 4096, 1 << 20, 32 << 20, MAX_DEVICE_ID, 3600, 4096]);
+            p.near(edge, 2).to_string()
+        }
+        2 => format!(
+            "{}{}",
+            p.interesting(24),
+            p.pick(&["", "K", "k", "M", "G", "T", "KiB", "mib", "B", "X"])
+        ),
+        _ => p.pick(VALUES).to_string(),
+    }
+}
+
+/// One spelling of option `o`, with a value if it takes one: the tokens it adds.
+fn option_tokens(p: &mut Prng, o: &Opt) -> Vec<String> {
+    let v = value(p);
+    let short = o.short.filter(|_| p.bool());
+    match (o.value, short) {
+        (None, Some(c)) if p.chance(1, 8) => vec![format!("-{c}{v}")],
+        (None, Some(c)) => vec![format!("-{c}")],
+        (None, None) if p.chance(1, 8) => vec![format!("--{}={v}", o.long)],
+        (None, None) => vec![format!("--{}", o.long)],
+        // A value-taking option last on the line has no value: that is an error too.
+        (Some(_), _) if p.chance(1, 16) => vec![format!("--{}", o.long)],
+        (Some(_), Some(c)) if p.bool() => vec![format!("-{c}{v}")],
+        (Some(_), Some(c)) => vec![format!("-{c}"), v],
+        (Some(_), None) if p.bool() => vec![format!("--{}={v}", o.long)],
+        (Some(_), None) => vec![format!("--{}", o.long), v],
+    }
+}
+
+/// A command line for a command taking `opts`, starting with `prefix`.
+fn command_line(p: &mut Prng, opts: &[Opt], prefix: Vec<String>) -> Vec<String> {
+    let others: Vec<Opt> = [add::OPTS, del::OPTS, list::OPTS, FEATURES_OPTS]
+        .concat()
+        .into_iter()
+        .filter(|o| !opts.iter().any(|m| m.long == o.long))
+        .collect();
+    let mut line = prefix;
+    for _ in 0..p.below(7) {
+        match p.below(20) {
+            0 => line.push(p.pick(JUNK).to_string()),
+            1 => line.push(value(p)),
+            2 if !others.is_empty() => {
+                let o = *p.pick(&others);
+                line.extend(option_tokens(p, &o));
+            }
+            3 if p.chance(1, 4) => line.extend(option_tokens(p, &HELP)),
+            4 => line.push("--".into()),
+            _ => {
+                let o = *p.pick(opts);
+                line.extend(option_tokens(p, &o));
+            }
+        }
+    }
+    line
+}
+
+/// Parses `line` and checks the result against the model; returns the parse if it is one
+/// a command would go on with.
+fn parse_checked(command: &str, opts: &[Opt], line: &[String]) -> Option<Parsed> {
+    let want = model(opts, line);
+    let got = args::parse(command, opts, line);
+    match (&want, got) {
+        (Model::Refused, Err(Usage(msg))) => {
+            assert!(!msg.is_empty() && !msg.contains('\n'), "{msg:?}");
+            None
+        }
+        (Model::Help, Ok(p)) => {
+            assert!(p.flag("help"), "{line:?}");
+            None
+        }
+        (Model::Given(given), Ok(p)) => {
+            for o in opts {
+                let g = given.iter().find(|(long, _)| *long == o.long);
+                assert_eq!(p.flag(o.long), g.is_some(), "--{} in {line:?}", o.long);
+                assert_eq!(
+                    p.value(o.long),
+                    g.and_then(|(_, v)| v.as_deref()),
+                    "--{} in {line:?}",
+                    o.long
+                );
+            }
+            assert!(!p.flag("help"));
+            Some(p)
+        }
+        (want, got) => panic!("{line:?}: the getopt rules say {want:?}, parse gave {got:?}"),
+    }
+}
+
+fn page() -> u64 {
+    ublk::sys::sys::page_size() as u64
+}
+
+#[test]
+fn fuzz_add_accepts_only_what_its_rules_allow() {
+    let cwd = Path::new("/srv/work");
+    fuzz(1500, |p| {
+        // Mostly a line that names a target (and what it needs), so the value checks after
+        // it are reached; sometimes none.
+        let mut prefix = Vec::new();
+        if p.chance(7, 8) {
+            let kind = *p.pick(&["null", "mem", "loop"]);
+            prefix.extend(["-t".to_string(), kind.to_string()]);
+            if kind == "mem" && p.chance(3, 4) {
+                prefix.extend(["--size".to_string(), value(p)]);
+            }
+            if kind == "loop" && p.chance(3, 4) {
+                prefix.extend(["-f".to_string(), value(p)]);
+            }
+        }
+        let line = command_line(p, add::OPTS, prefix);
+        let Some(parsed) = parse_checked("add", add::OPTS, &line) else {
+            return;
+        };
+        let v = |long| parsed.value(long);
+        let page = page();
+        let mut faults = Vec::new();
+        let kind = v("type").and_then(Kind::from_name);
+        if kind.is_none() {
+            faults.push("type");
+        }
+        let size = v("size").map(size_rule);
+        if size.is_some_and(|s| !s.is_some_and(|s| s > 0 && s % 512 == 0)) {
+            faults.push("size");
+        }
+        let lbs = v("logical-block-size").map(size_rule);
+        if lbs.is_some_and(|n| !n.is_some_and(|n| n.is_power_of_two() && (512..=page).contains(&n)))
+        {
+            faults.push("logical-block-size");
+        }
+        if let (Some(Some(s)), Some(Some(b))) = (size, lbs)
+            && b != 0
+            && s % b != 0
+        {
+            faults.push("size");
+        }
+        let file = v("file");
+        if file == Some("") {
+            faults.push("file");
+        }
+        match kind {
+            Some(Kind::Loop) if file.is_none() => faults.push("file"),
+            Some(Kind::Null | Kind::Mem) if file.is_some() => faults.push("file"),
+            _ => {}
+        }
+        if kind.is_some_and(|k| k != Kind::Loop) && parsed.flag("buffered") {
+            faults.push("buffered");
+        }
+        if kind == Some(Kind::Mem) && size.is_none() {
+            faults.push("size");
+        }
+        let numbers = [
+            ("number", 0..=MAX_DEVICE_ID),
+            ("queues", 1..=4096),
+            ("depth", 1..=4096),
+        ];
+        for (long, range) in numbers {
+            if v(long).is_some_and(|t| number_rule(t, range).is_none()) {
+                faults.push(long);
+            }
+        }
+        let max_io = v("max-io-size").map(size_rule);
+        if max_io
+            .is_some_and(|n| !n.is_some_and(|n| n % page == 0 && (page..=32 << 20).contains(&n)))
+        {
+            faults.push("max-io-size");
+        }
+
+        match AddOptions::from_args(&parsed, cwd) {
+            Ok(o) => {
+                assert!(faults.is_empty(), "{line:?} accepted despite {faults:?}");
+                let t = &o.target;
+                assert_eq!(Some(t.kind), kind);
+                assert_eq!(t.file, file.map(|f| cwd.join(f)));
+                assert!(t.file.as_ref().is_none_or(|f| f.is_absolute()));
+                assert_eq!(t.size, size.flatten());
+                assert_eq!(t.logical_block_size.map(u64::from), lbs.flatten());
+                assert_eq!(
+                    (t.buffered, t.read_only),
+                    (parsed.flag("buffered"), parsed.flag("ro"))
+                );
+                assert_eq!(
+                    o.id.map(u64::from),
+                    v("number").and_then(|t| number_rule(t, 0..=MAX_DEVICE_ID))
+                );
+                assert_eq!(
+                    o.queues.map(u64::from),
+                    v("queues").and_then(|t| number_rule(t, 1..=4096))
+                );
+                assert_eq!(
+                    o.depth.map(u64::from),
+                    v("depth").and_then(|t| number_rule(t, 1..=4096))
+                );
+                assert_eq!(o.max_io_size.map(u64::from), max_io.flatten());
+                assert_eq!(o.foreground, parsed.flag("foreground"));
+            }
+            Err(Usage(msg)) => {
+                assert!(!faults.is_empty(), "{line:?} refused: {msg}");
+                // The message names an option that is wrong.
+                assert!(
+                    faults.iter().any(|f| msg.contains(f)),
+                    "{msg:?} names none of {faults:?}"
+                );
+                assert!(!msg.contains('\n'), "{msg:?}");
+            }
+        }
+    });
+}
+
+#[test]
+fn fuzz_del_accepts_one_device_or_all_with_a_bounded_timeout() {
+    fuzz(1500, |p| {
+        let line = command_line(p, del::OPTS, Vec::new());
+        let Some(parsed) = parse_checked("del", del::OPTS, &line) else {
+            return;
+        };
+        let id = parsed
+            .value("number")
+            .map(|t| number_rule(t, 0..=MAX_DEVICE_ID));
+        let timeout = parsed.value("timeout").map(|t| number_rule(t, 1..=3600));
+        let valid = id.is_none_or(|i| i.is_some())
+            && timeout.is_none_or(|t| t.is_some())
+            && (id.is_some() != parsed.flag("all"));
+        match DelOptions::from_args(&parsed) {
+            Ok(o) => {
+                assert!(valid, "{line:?} accepted");
+                assert_eq!(o.id.map(u64::from), id.flatten());
+                assert_eq!(o.timeout.as_secs(), timeout.flatten().unwrap_or(30));
+            }
+            Err(Usage(msg)) => {
+                assert!(!valid, "{line:?} refused: {msg}");
+                assert!(!msg.is_empty() && !msg.contains('\n'), "{msg:?}");
+            }
+        }
+    });
+}
+
+#[test]
+fn fuzz_list_and_features_lines_parse_by_the_getopt_rules() {
+    fuzz(1500, |p| {
+        let line = command_line(p, list::OPTS, Vec::new());
+        if let Some(parsed) = parse_checked("list", list::OPTS, &line)
+            && let Some(text) = parsed.value("number")
+        {
+            // What `ublk list -n` checks before asking the driver.
+            let got = args::number::<u32>(text, "device id", 0..=MAX_DEVICE_ID);
+            let want = number_rule(text, 0..=MAX_DEVICE_ID);
+            assert_eq!(got.ok().map(u64::from), want, "{text:?}");
+        }
+        let line = command_line(p, FEATURES_OPTS, Vec::new());
+        parse_checked("features", FEATURES_OPTS, &line);
+    });
+}
+
+#[test]
+fn fuzz_size_and_number_parsers_follow_their_documented_syntax() {
+    fuzz(3000, |p| {
+        let text = match p.below(3) {
+            0 => value(p),
+            1 => p.pick(JUNK).to_string(),
+            _ => {
+                // Digits with a run of zeros and a suffix in any case.
+                let zeros = "0".repeat(p.index(25));
+                let suffix = *p.pick(&["", "k", "KIB", "Mib", "g", "T", "tB", "P", "ki"]);
+                format!("{zeros}{}{suffix}", p.interesting_u64())
+            }
+        };
+        let size = args::size(&text);
+        assert_eq!(size.clone().ok(), size_rule(&text), "size {text:?}");
+        let sectors = args::sectors(&text).ok();
+        let want = size_rule(&text).filter(|&n| n > 0 && n % 512 == 0);
+        assert_eq!(sectors, want, "sectors {text:?}");
+        let range = p.range(0..=5000)..=p.range(5000..=u64::MAX);
+        let got = args::number::<u64>(&text, "n", range.clone()).ok();
+        assert_eq!(got, number_rule(&text, range), "number {text:?}");
+        if let Err(e) = size {
+            assert!(e.contains(&format!("'{text}'")), "names the text: {e:?}");
+        }
+    });
+}
+
+#[test]
+fn fuzz_human_sizes_round_to_what_they_say() {
+    fuzz(3000, |p| {
+        let bytes = match p.below(3) {
+            0 => p.interesting_u64(),
+            1 => p.interesting(20) << (10 * p.below(5)),
+            _ => p.next_u64() >> p.below(64),
+        };
+        let text = crate::human_size(bytes);
+        let (number, unit) = text.split_once(' ').expect("number and unit");
+        let scale = match unit {
+            "B" => 1u64,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "TiB" => 1 << 40,
+            other => panic!("unit {other:?} in {text:?}"),
+        };
+        match number.parse::<u64>() {
+            // A whole number: exact.
+            Ok(n) => assert_eq!(
+                u128::from(n) * u128::from(scale),
+                u128::from(bytes),
+                "{text}"
+            ),
+            // One decimal: within half a tenth of the unit (plus float error).
+            Err(_) => {
+                let shown: f64 = number.parse().expect("a decimal");
+                let err = (shown * scale as f64 - bytes as f64).abs();
+                assert!(err <= 0.051 * scale as f64, "{bytes} shown as {text}");
+                assert!(
+                    bytes >= 1024 && bytes % scale != 0,
+                    "{bytes} shown as {text}"
+                );
+            }
+        }
+    });
+}
