@@ -4,12 +4,13 @@
 //! written from the documented rules, says whether it must be accepted and what it must
 //! become.
 
-use ublk_core::abi::{Attrs, ParamTypes, Pod, UblksrvCtrlDevInfo, UblksrvIoDesc};
+use ublk_core::abi::{Attrs, ParamTypes, Pod, UblkParams, UblksrvCtrlDevInfo, UblksrvIoDesc};
 use ublk_core::testing::{Prng, fuzz};
 use ublk_core::{Features, IoOp};
 
 use super::params::{DiscardLimits, Geometry, Settings};
 use super::queue_thread::decode;
+use super::recovery::{Served, served_geometry};
 use crate::backend::Properties;
 use crate::control::{DeviceInfo, NewDevice};
 use crate::error::Error;
@@ -455,5 +456,46 @@ fn fuzz_device_info_reads_any_kernel_answer() {
             info.block_dev_path().to_str(),
             Some(format!("/dev/ublkb{id}").as_str())
         );
+    });
+}
+
+/// The parameters a new server reads back when it recovers a device (GET_PARAMS): any bytes
+/// the kernel could answer are decoded or refused, never a panic; the geometry is accepted
+/// exactly when it is one a server can serve, and is then read exactly.
+#[test]
+fn fuzz_recovered_parameters_are_served_exactly_or_refused() {
+    let page_shift = page().trailing_zeros();
+    fuzz(3000, |p| {
+        let mut params = UblkParams::new();
+        p.fill_bytes(params.as_bytes_mut());
+        if p.chance(3, 4) {
+            // Mostly well-formed around the edges, so acceptance is reached often.
+            params.types |= ParamTypes::BASIC;
+            params.basic.logical_bs_shift = p.near(u64::from(page_shift) - 1, 5) as u8;
+            params.basic.dev_sectors = match p.below(3) {
+                0 => p.interesting_u64(),
+                1 => p.range(1..=1 << 24) << p.below(4),
+                _ => p.near(u64::MAX / 512, 2),
+            };
+        }
+        let b = params.basic;
+        let shift = u32::from(b.logical_bs_shift);
+        let want = (params.types.contains(ParamTypes::BASIC)
+            && (9..=page_shift).contains(&shift)
+            && b.dev_sectors != 0
+            && b.dev_sectors <= u64::MAX / 512
+            && (b.dev_sectors * 512) % (1u64 << shift) == 0)
+            .then(|| Served {
+                size: b.dev_sectors * 512,
+                logical_block_size: 1 << shift,
+                read_only: b.attrs.contains(Attrs::READ_ONLY),
+            });
+        match served_geometry(&params) {
+            Ok(got) => assert_eq!(Some(got), want, "{b:?}"),
+            Err(why) => {
+                assert_eq!(want, None, "{b:?} refused: {why}");
+                assert!(!why.is_empty() && !why.contains('\n'), "{why:?}");
+            }
+        }
     });
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ublk::signal::process_alive;
 use ublk::{DevState, Features};
 
-use crate::args::{self, Opt, Parsed};
+use crate::args::{self, Opt, Parsed, Usage};
 use crate::recover::device_id;
 use crate::{Failure, print};
 
@@ -27,13 +27,17 @@ pub const OPTS: &[Opt] = &[
     },
 ];
 
+/// The device and the timeout, checked.
+pub fn options(p: &Parsed) -> Result<(u32, Duration), Usage> {
+    let timeout = p
+        .parsed("timeout", |v| args::number::<u64>(v, "timeout", 1..=3600))?
+        .unwrap_or(30);
+    Ok((device_id(p)?, Duration::from_secs(timeout)))
+}
+
 /// `ublk quiesce`.
 pub fn run(p: &Parsed) -> Result<(), Failure> {
-    let id = device_id(p)?;
-    let timeout = Duration::from_secs(
-        p.parsed("timeout", |v| args::number::<u64>(v, "timeout", 1..=3600))?
-            .unwrap_or(30),
-    );
+    let (id, timeout) = options(p)?;
     let mut ctl = crate::open_control()?;
     ctl.require(Features::QUIESCE, "quiescing a device (QUIESCE_DEV)")?;
     let info = crate::device_info(&mut ctl, id)?;

@@ -25,12 +25,17 @@ pub const OPTS: &[Opt] = &[
     },
 ];
 
-/// `ublk resize`.
-pub fn run(p: &Parsed) -> Result<(), Failure> {
-    let id = device_id(p)?;
+/// The device and the new size in bytes, checked.
+pub fn options(p: &Parsed) -> Result<(u32, u64), Usage> {
     let size = p
         .parsed("size", args::sectors)?
         .ok_or_else(|| Usage("the new size? give --size SIZE".into()))?;
+    Ok((device_id(p)?, size))
+}
+
+/// `ublk resize`.
+pub fn run(p: &Parsed) -> Result<(), Failure> {
+    let (id, size) = options(p)?;
     let mut ctl = crate::open_control()?;
     let info = crate::device_info(&mut ctl, id)?;
     // The record says what the target holds if `ublk add` serves it; another server knows

@@ -12,11 +12,16 @@ use crate::add::{self, AddOptions};
 use crate::args::{self, HELP, Opt, Parsed, Usage};
 use crate::del::{self, DelOptions};
 use crate::target::Kind;
-use crate::{FEATURES_OPTS, MAX_DEVICE_ID, list};
+use crate::{FEATURES_OPTS, MAX_DEVICE_ID, list, quiesce, recover, resize};
+use ublk::Recovery;
 
 /// Values for any option: valid ones, the edges of every range the commands check, and
 /// things no option takes.
 const VALUES: &[&str] = &[
+    "reissue",
+    "queue",
+    "fail-io",
+    "off",
     "null",
     "mem",
     "loop",
@@ -151,11 +156,19 @@ fn option_tokens(p: &mut Prng, o: &Opt) -> Vec<String> {
 
 /// A command line for a command taking `opts`, starting with `prefix`.
 fn command_line(p: &mut Prng, opts: &[Opt], prefix: Vec<String>) -> Vec<String> {
-    let others: Vec<Opt> = [add::OPTS, del::OPTS, list::OPTS, FEATURES_OPTS]
-        .concat()
-        .into_iter()
-        .filter(|o| !opts.iter().any(|m| m.long == o.long))
-        .collect();
+    let others: Vec<Opt> = [
+        add::OPTS,
+        del::OPTS,
+        list::OPTS,
+        FEATURES_OPTS,
+        recover::OPTS,
+        quiesce::OPTS,
+        resize::OPTS,
+    ]
+    .concat()
+    .into_iter()
+    .filter(|o| !opts.iter().any(|m| m.long == o.long))
+    .collect();
     let mut line = prefix;
     for _ in 0..p.below(7) {
         match p.below(20) {
@@ -280,6 +293,19 @@ fn fuzz_add_accepts_only_what_its_rules_allow() {
                 faults.push(long);
             }
         }
+        let recovery = match (parsed.flag("recovery"), v("recovery")) {
+            (false, _) => Some(Recovery::Off),
+            (true, None) => Some(Recovery::Reissue),
+            (true, Some("reissue")) => Some(Recovery::Reissue),
+            (true, Some("queue")) => Some(Recovery::Queue),
+            (true, Some("fail-io")) => Some(Recovery::FailIo),
+            (true, Some(_)) => None,
+        };
+        if recovery.is_none()
+            || (kind == Some(Kind::Mem) && recovery.is_some_and(|r| r != Recovery::Off))
+        {
+            faults.push("recovery");
+        }
         let max_io = v("max-io-size").map(size_rule);
         if max_io
             .is_some_and(|n| !n.is_some_and(|n| n % page == 0 && (page..=32 << 20).contains(&n)))
@@ -314,6 +340,7 @@ fn fuzz_add_accepts_only_what_its_rules_allow() {
                 );
                 assert_eq!(o.max_io_size.map(u64::from), max_io.flatten());
                 assert_eq!(o.foreground, parsed.flag("foreground"));
+                assert_eq!(Some(o.recovery), recovery);
             }
             Err(Usage(msg)) => {
                 assert!(!faults.is_empty(), "{line:?} refused: {msg}");
@@ -352,6 +379,47 @@ fn fuzz_del_accepts_one_device_or_all_with_a_bounded_timeout() {
                 assert!(!valid, "{line:?} refused: {msg}");
                 assert!(!msg.is_empty() && !msg.contains('\n'), "{msg:?}");
             }
+        }
+    });
+}
+
+#[test]
+fn fuzz_recover_quiesce_and_resize_need_a_device_and_valid_values() {
+    fuzz(1500, |p| {
+        let id = |parsed: &Parsed| {
+            parsed
+                .value("number")
+                .and_then(|t| number_rule(t, 0..=MAX_DEVICE_ID))
+        };
+        let line = command_line(p, recover::OPTS, Vec::new());
+        if let Some(parsed) = parse_checked("recover", recover::OPTS, &line) {
+            let got = recover::device_id(&parsed).ok().map(u64::from);
+            assert_eq!(got, id(&parsed), "recover {line:?}");
+        }
+        let line = command_line(p, quiesce::OPTS, Vec::new());
+        if let Some(parsed) = parse_checked("quiesce", quiesce::OPTS, &line) {
+            let timeout = parsed.value("timeout").map(|t| number_rule(t, 1..=3600));
+            let want = match (id(&parsed), timeout) {
+                (Some(id), None) => Some((id, 30)),
+                (Some(id), Some(Some(t))) => Some((id, t)),
+                _ => None,
+            };
+            let got = quiesce::options(&parsed)
+                .ok()
+                .map(|(id, t)| (u64::from(id), t.as_secs()));
+            assert_eq!(got, want, "quiesce {line:?}");
+        }
+        let line = command_line(p, resize::OPTS, Vec::new());
+        if let Some(parsed) = parse_checked("resize", resize::OPTS, &line) {
+            let size = parsed
+                .value("size")
+                .and_then(size_rule)
+                .filter(|&s| s > 0 && s % 512 == 0);
+            let want = id(&parsed).zip(size);
+            let got = resize::options(&parsed)
+                .ok()
+                .map(|(id, s)| (u64::from(id), s));
+            assert_eq!(got, want, "resize {line:?}");
         }
     });
 }

@@ -26,13 +26,15 @@ fn record(p: &mut Prng) -> Record {
             logical_block_size: p.bool().then(|| p.interesting_u32()),
         },
         direct_io: p.bool().then(|| p.bool()),
+        capacity: p.bool().then(|| p.interesting_u64()),
     }
 }
 
 /// What a record's JSON must hold, written from the format: an object with `format` 1; a
 /// known `target`; `id` a u32 and `pid` an i32, both plain integers; `buffered` and
 /// `read_only` booleans; and, each either missing or null, `file` a string, `size` a u64,
-/// `logical_block_size` a u32 and `direct_io` a boolean. The first of repeated keys counts.
+/// `logical_block_size` a u32, `direct_io` a boolean and `capacity` a u64. The first of
+/// repeated keys counts.
 fn record_rule(v: &Value) -> Option<Record> {
     let Value::Object(members) = v else {
         return None;
@@ -84,6 +86,10 @@ fn record_rule(v: &Value) -> Option<Record> {
         None => None,
         Some(v) => Some(boolean(v)?),
     };
+    let capacity = match optional("capacity")? {
+        None => None,
+        Some(v) => Some(u64::try_from(unsigned(v)?).ok()?),
+    };
     Some(Record {
         id: u32::try_from(unsigned(get("id")?)?).ok()?,
         pid: i32::try_from(integer(get("pid")?)?).ok()?,
@@ -96,6 +102,7 @@ fn record_rule(v: &Value) -> Option<Record> {
             logical_block_size,
         },
         direct_io,
+        capacity,
     })
 }
 
@@ -143,6 +150,7 @@ fn fuzz_records_round_trip_and_bad_fields_are_refused() {
         "read_only",
         "logical_block_size",
         "direct_io",
+        "capacity",
     ];
     fuzz(1000, |p| {
         let r = record(p);

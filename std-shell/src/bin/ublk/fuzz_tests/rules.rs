@@ -57,6 +57,16 @@ pub(super) fn model(opts: &[Opt], line: &[String]) -> Model {
         let value = match (opt.value, attached) {
             (None, _) => None,
             (Some(_), Some(v)) => Some(v),
+            // An optional value (`[MODE]`) is the next word unless that is an option.
+            (Some(name), None) if name.starts_with('[') => {
+                match words.as_slice().first().filter(|w| !w.starts_with('-')) {
+                    Some(v) => {
+                        words.next();
+                        Some(v.clone())
+                    }
+                    None => None,
+                }
+            }
             // The next word, whatever it is, even `--help`.
             (Some(_), None) => match words.next() {
                 Some(v) => Some(v.clone()),
