@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use ublk::sys::testing::Prng;
 use ublk::{Device, Features, Loop, Mem};
 use ublk_tests::{ublk_char_device_ids, wait_for_path};
 
@@ -176,44 +177,26 @@ impl Drop for NullBlk {
     }
 }
 
-/// A small, seeded PRNG (xorshift64*), so file contents can be regenerated to check them.
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    pub(crate) fn bytes(&mut self, len: usize) -> Vec<u8> {
-        let mut v = Vec::with_capacity(len + 8);
-        while v.len() < len {
-            v.extend_from_slice(&self.next().to_le_bytes());
-        }
-        v.truncate(len);
-        v
-    }
+/// `len` bytes of the seeded stream `seed`, so that data can be made again to check it.
+pub(crate) fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0; len];
+    Prng::new(seed).fill_bytes(&mut v);
+    v
 }
 
 /// A tree of files with contents made from their index: written, then checked byte by byte.
 const TREE_FILES: u64 = 40;
 
 fn tree_file(root: &Path, i: u64) -> (PathBuf, Vec<u8>) {
-    let mut rng = Rng::new(i);
+    let mut rng = Prng::new(i);
     // Mostly small files, some across many blocks, one of several MiB.
     let len = match i {
         0 => 0,
         7 => 3 * MIB as usize + 123,
-        _ => (rng.next() % (300 << 10)) as usize,
+        _ => (rng.next_u64() % (300 << 10)) as usize,
     };
     let path = root.join(format!("d{}/s{}/f{i}.bin", i % 4, i % 3));
-    (path, rng.bytes(len))
+    (path, random_bytes(rng.next_u64(), len))
 }
 
 pub(crate) fn write_tree(root: &Path) -> Result<(), NotPassed> {
@@ -444,12 +427,12 @@ fn loop_writes_reach_the_backing_file() -> TestResult {
     let mut expected = vec![0u8; size as usize];
     let file = open_direct(&dev.block_dev_path()).map_err(io_err("opening the device"))?;
     let mut storage = Vec::new();
-    let mut rng = Rng::new(42);
+    let mut rng = Prng::new(42);
     // Writes of 512 bytes to 1 MiB at sector-aligned offsets, some overlapping.
     for _ in 0..200 {
-        let len = ((rng.next() % 2048) as usize + 1) * 512;
-        let offset = (rng.next() % ((size - len as u64) / 512)) * 512;
-        let data = rng.bytes(len);
+        let len = ((rng.next_u64() % 2048) as usize + 1) * 512;
+        let offset = (rng.next_u64() % ((size - len as u64) / 512)) * 512;
+        let data = random_bytes(rng.next_u64(), len);
         let buf = aligned(&mut storage, len);
         buf.copy_from_slice(&data);
         file.write_all_at(buf, offset).map_err(io_err("writing"))?;
@@ -685,7 +668,7 @@ fn bad_backing_files_add_no_device() -> TestResult {
 }
 
 fn examples_serve_and_stop() -> TestResult {
-    let pattern = Rng::new(7).bytes(64 << 10);
+    let pattern = random_bytes(7, 64 << 10);
     let write_and_read = |dev: &Path| write_read_back(dev, MIB, &pattern);
     run_example(
         "ramdisk",

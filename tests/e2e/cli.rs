@@ -13,7 +13,7 @@ use ublk::signal::process_alive;
 use ublk::{Controller, Device, Features, Null};
 use ublk_tests::{ublk_char_device_ids, wait_for_path};
 
-use crate::backends::{Rng, Scratch, path_str, verify_whole};
+use crate::backends::{Scratch, path_str, random_bytes, verify_whole};
 use crate::fio::{failed, io_err, wait_child, write_read_back};
 use crate::harness::{NotPassed, Test, TestResult};
 use crate::json::{self, Value};
@@ -314,7 +314,7 @@ fn check_listed(v: &Value, id: u32) -> TestResult {
 
 /// Writes a pattern through the device with direct I/O, reads it back; returns it.
 pub(crate) fn write_and_read(dev: &Path, offset: u64) -> Result<Vec<u8>, NotPassed> {
-    let pattern = Rng::new(offset).bytes(256 << 10);
+    let pattern = random_bytes(offset, 256 << 10);
     write_read_back(dev, offset, &pattern)?;
     Ok(pattern)
 }

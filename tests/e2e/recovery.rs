@@ -9,11 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ublk::signal::process_alive;
+use ublk::sys::testing::Prng;
 use ublk::{Controller, Device, Error, Features, Loop};
 use ublk_tests::ublk_char_device_ids;
 
 use crate::backends::{
-    Mounted, Rng, Scratch, check_tree, fio_verify_cmd, path_str, sh, write_tree,
+    Mounted, Scratch, check_tree, fio_verify_cmd, path_str, random_bytes, sh, write_tree,
 };
 use crate::cli::{Added, add, del, list_one, record, sysfs, ublk, wait_until};
 use crate::fio::{self, FioResult, failed, io_err, open_direct, wait_child, write_read_back};
@@ -190,10 +191,10 @@ fn fio_verify_survives_kill_9_five_times() -> TestResult {
     let v = list_one(added.id)?;
     assert_eq!(v.get("recovery").and_then(Value::as_str), Some("reissue"));
     assert_eq!(v.get("queues").and_then(Value::as_u64), Some(2));
-    let mut rng = Rng::new(0x5eed);
+    let mut rng = Prng::new(0x5eed);
     for round in 1..=5 {
         let mut child = fio::spawn(fio_verify_cmd(&added.block_dev(), 32, size))?;
-        let delay = Duration::from_millis(200 + rng.next() % 2300);
+        let delay = Duration::from_millis(200 + rng.next_u64() % 2300);
         std::thread::sleep(delay);
         let running = child
             .try_wait()
@@ -240,7 +241,7 @@ fn ext4_fsynced_files_survive_kill_9() -> TestResult {
     kill_9(added.pid)?;
     wait_state(added.id, "quiesced")?;
     let late_path = mnt.join("late.bin");
-    let late_data = Rng::new(99).bytes(1 << 20);
+    let late_data = random_bytes(99, 1 << 20);
     let (path, data) = (late_path.clone(), late_data.clone());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -270,7 +271,7 @@ fn ext4_fsynced_files_survive_kill_9() -> TestResult {
 fn queue_mode_holds_io_until_recovered() -> TestResult {
     let (_scratch, mut added) = recoverable_loop("recover-queue", 16 * MIB, "queue", &[])?;
     let dev = added.block_dev();
-    let pattern = Rng::new(3).bytes(256 << 10);
+    let pattern = random_bytes(3, 256 << 10);
     write_read_back(&dev, MIB, &pattern)?;
     kill_9(added.pid)?;
     wait_state(added.id, "quiesced")?;
@@ -302,7 +303,7 @@ fn queue_mode_holds_io_until_recovered() -> TestResult {
 fn fail_io_fails_fast_until_recovered() -> TestResult {
     let (_scratch, mut added) = recoverable_loop("recover-failio", 16 * MIB, "fail-io", &[])?;
     let dev = added.block_dev();
-    let pattern = Rng::new(4).bytes(256 << 10);
+    let pattern = random_bytes(4, 256 << 10);
     write_read_back(&dev, 0, &pattern)?;
     kill_9(added.pid)?;
     wait_state(added.id, "fail_io")?;
@@ -342,7 +343,7 @@ fn delete_during_heavy_io_20_times() -> TestResult {
     let scratch = Scratch::new("recover-del")?;
     let image = scratch.file("disk.img", 32 * MIB)?;
     let image = path_str(&image).to_string();
-    let mut rng = Rng::new(0xde1);
+    let mut rng = Prng::new(0xde1);
     for round in 0..20 {
         let (args, kill): (Vec<&str>, bool) = match round % 4 {
             0 => (vec!["-t", "null", "-q", "2"], false),
@@ -355,7 +356,7 @@ fn delete_during_heavy_io_20_times() -> TestResult {
         };
         let added = add(&args)?;
         let child = fio::spawn(fio::job(&added.block_dev(), "randrw", 32, 60))?;
-        std::thread::sleep(Duration::from_millis(100 + rng.next() % 500));
+        std::thread::sleep(Duration::from_millis(100 + rng.next_u64() % 500));
         if kill {
             kill_9(added.pid)?;
             wait_state(added.id, "quiesced")?;
@@ -430,7 +431,7 @@ fn resize_within_the_target() -> TestResult {
     let scratch = Scratch::new("recover-resize")?;
     let image = scratch.file("disk.img", 64 * MIB)?;
     // Data past the device's first 32 MiB, written to the file directly.
-    let pattern = Rng::new(5).bytes(64 << 10);
+    let pattern = random_bytes(5, 64 << 10);
     File::options()
         .write(true)
         .open(&image)
@@ -500,7 +501,7 @@ fn library_takes_over_a_killed_server() -> TestResult {
         .find_map(|w| w.strip_prefix("/dev/ublkb")?.parse().ok())
         .ok_or_else(|| failed(format!("examples/loop: no device in {first:?}")))?;
     let dev_path = Path::new("/dev").join(format!("ublkb{id}"));
-    let pattern = Rng::new(6).bytes(128 << 10);
+    let pattern = random_bytes(6, 128 << 10);
     write_read_back(&dev_path, 4 * MIB, &pattern)?;
     kill_9(child.id() as i32)?;
     let _ = child.wait();
