@@ -8,9 +8,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ublk::backend::{NullQueue, QueueInfo};
 use ublk::signal::process_alive;
 use ublk::sys::testing::Prng;
-use ublk::{Controller, Device, Error, Features, Loop};
+use ublk::{Controller, Device, Error, Features, Loop, Properties, Target};
 use ublk_tests::ublk_char_device_ids;
 
 use crate::backends::{
@@ -474,9 +475,28 @@ fn resize_within_the_target() -> TestResult {
     del(&added)
 }
 
+/// A target whose queues cannot open: a new server that fails half way through recovery.
+struct Unopenable(u64);
+
+impl Target for Unopenable {
+    type Queue = NullQueue;
+
+    fn open_queue(&self, _: &QueueInfo) -> std::io::Result<NullQueue> {
+        Err(std::io::Error::other("refused on purpose"))
+    }
+
+    fn properties(&self) -> Properties {
+        Properties {
+            size: Some(self.0),
+            ..Properties::default()
+        }
+    }
+}
+
 /// The library without the CLI: `examples/loop --recovery reissue` is killed with SIGKILL and
 /// this process takes its device over with `DeviceBuilder::recover_target`; a backend too
-/// small for the device is refused first and leaves the device waiting. `Device::resize`
+/// small for the device is refused first, and one whose queues fail after
+/// START_USER_RECOVERY, each leaving the device waiting. `Device::resize`
 /// works within the file, or names UPDATE_SIZE where the kernel lacks it.
 fn library_takes_over_a_killed_server() -> TestResult {
     use std::io::{BufRead, BufReader};
@@ -521,6 +541,13 @@ fn library_takes_over_a_killed_server() -> TestResult {
         "quiesced",
         "a refused recovery leaves it waiting"
     );
+    // A new server that fails after START_USER_RECOVERY (its queues cannot open) leaves the
+    // device waiting too.
+    let err = Device::builder()
+        .recover_target(id, Unopenable(16 * MIB))
+        .expect_err("a target whose queues cannot open");
+    assert!(err.to_string().contains("refused on purpose"), "{err}");
+    wait_state(id, "quiesced")?;
 
     let mut dev = Device::builder().recover_target(id, Loop::options(&image).open()?)?;
     assert_eq!((dev.id(), state(id)?.as_str()), (id, "live"));
