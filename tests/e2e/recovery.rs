@@ -67,6 +67,11 @@ pub const TESTS: &[Test] = &[
         run: library_takes_over_a_killed_server,
     },
     Test {
+        name: "recovery::a_failed_recovery_leaves_the_device_waiting",
+        needs: Features::USER_RECOVERY_REISSUE,
+        run: a_failed_recovery_leaves_the_device_waiting,
+    },
+    Test {
         name: "recovery::recover_refuses_what_it_cannot_take_over",
         needs: Features::USER_RECOVERY,
         run: recover_refuses_what_it_cannot_take_over,
@@ -495,8 +500,7 @@ impl Target for Unopenable {
 
 /// The library without the CLI: `examples/loop --recovery reissue` is killed with SIGKILL and
 /// this process takes its device over with `DeviceBuilder::recover_target`; a backend too
-/// small for the device is refused first, and one whose queues fail after
-/// START_USER_RECOVERY, each leaving the device waiting. `Device::resize`
+/// small for the device is refused first and leaves the device waiting. `Device::resize`
 /// works within the file, or names UPDATE_SIZE where the kernel lacks it.
 fn library_takes_over_a_killed_server() -> TestResult {
     use std::io::{BufRead, BufReader};
@@ -541,13 +545,6 @@ fn library_takes_over_a_killed_server() -> TestResult {
         "quiesced",
         "a refused recovery leaves it waiting"
     );
-    // A new server that fails after START_USER_RECOVERY (its queues cannot open) leaves the
-    // device waiting too.
-    let err = Device::builder()
-        .recover_target(id, Unopenable(16 * MIB))
-        .expect_err("a target whose queues cannot open");
-    assert!(err.to_string().contains("refused on purpose"), "{err}");
-    wait_state(id, "quiesced")?;
 
     let mut dev = Device::builder().recover_target(id, Loop::options(&image).open()?)?;
     assert_eq!((dev.id(), state(id)?.as_str()), (id, "live"));
@@ -572,6 +569,40 @@ fn library_takes_over_a_killed_server() -> TestResult {
     dev.stop()?;
     assert!(!ublk_char_device_ids().contains(&id), "deleted");
     Ok(())
+}
+
+/// A new server that fails half way (after START_USER_RECOVERY: its queues cannot open)
+/// leaves the device waiting, with its data, for `ublk recover`. Kernels like 6.12 refuse a
+/// second START_USER_RECOVERY after a failed one (EINVAL); there the test checks that the
+/// device can still be deleted and reports itself skipped with that reason.
+fn a_failed_recovery_leaves_the_device_waiting() -> TestResult {
+    let (_scratch, added) = recoverable_loop("recover-fail", 16 * MIB, "reissue", &[])?;
+    let pattern = random_bytes(8, 128 << 10);
+    write_read_back(&added.block_dev(), MIB, &pattern)?;
+    kill_9(added.pid)?;
+    wait_state(added.id, "quiesced")?;
+    let err = Device::builder()
+        .recover_target(added.id, Unopenable(16 * MIB))
+        .expect_err("a target whose queues cannot open");
+    assert!(err.to_string().contains("refused on purpose"), "{err}");
+    wait_state(added.id, "quiesced")?;
+    let out = ublk(&["recover", "-n", &added.id.to_string()])?;
+    if out.code != 0 && out.stderr.contains("EINVAL") {
+        assert!(
+            out.stderr.contains("cannot be retried"),
+            "the refusal is explained: {}",
+            out.stderr
+        );
+        del(&added)?;
+        return skip(
+            "this kernel refuses START_USER_RECOVERY after a failed recovery (EINVAL); the device was deleted",
+        );
+    }
+    let new = Added::parse(&out.ok()?)?;
+    let got = read_direct(&new.block_dev(), MIB, pattern.len())
+        .map_err(io_err("reading after recovery"))?;
+    assert!(got == pattern, "the data is there after the second attempt");
+    del(&new)
 }
 
 /// `ublk recover` refuses, by name, a device that does not exist, has a running server, was

@@ -151,7 +151,9 @@ impl DeviceBuilder {
     /// Waits (up to the command timeout) for a server that is still exiting. A device that
     /// has a running server, was stopped, or was created without recovery is refused, and so
     /// is a `target` that cannot serve it; neither changes the device. If the new server fails
-    /// before the device is live again, the device stays waiting for another one.
+    /// before the device is live again, the device stays waiting for another one; but kernels
+    /// like 6.12 then refuse a second START_USER_RECOVERY (EINVAL), and the device can only be
+    /// deleted.
     pub fn recover_target<T: Target>(self, id: u32, target: T) -> Result<Device> {
         let mut ctrl = self.open_control()?;
         let info = ctrl.info(id)?;
@@ -242,6 +244,14 @@ fn start_recovery(ctrl: &mut crate::Controller, id: u32, mut info: DeviceInfo) -
             _ => match ctrl.start_user_recovery(id) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.errno() == Some(Errno::EBUSY) => {}
+                Err(e) if e.errno() == Some(Errno::EINVAL) => {
+                    return Err(Error::state(
+                        id,
+                        format!(
+                            "{e}: kernels like 6.12 refuse a new recovery once one failed half way, so it cannot be retried; delete the device"
+                        ),
+                    ));
+                }
                 Err(e) => return Err(e),
             },
         }
