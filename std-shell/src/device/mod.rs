@@ -136,7 +136,8 @@ impl DeviceBuilder {
     }
 
     /// Extra `UBLK_F_*` flags, from those this build implements ([`BUILD_FEATURES`]:
-    /// NEED_GET_DATA, NO_AUTO_PART_SCAN, ...); others are refused before ADD_DEV.
+    /// NEED_GET_DATA, NO_AUTO_PART_SCAN, ...); others, and those the running kernel lacks
+    /// ([`Error::Unsupported`]), are refused before ADD_DEV.
     pub fn flags(mut self, flags: Features) -> Self {
         self.new.flags = flags;
         self
