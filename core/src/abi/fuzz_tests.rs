@@ -70,6 +70,22 @@ fn ne<const N: usize>(b: &[u8], offset: usize) -> [u8; N] {
     b[offset..offset + N].try_into().expect("N bytes")
 }
 
+/// Up to `max` random bytes viewed as a `T`: refused exactly when shorter than `T`, and
+/// otherwise read as its first `size_of::<T>()` bytes, unchanged. The bytes and the value.
+fn viewed<T: Pod>(p: &mut Prng, max: usize) -> (Vec<u8>, Option<T>) {
+    let size = core::mem::size_of::<T>();
+    let b = bytes(p, max);
+    let v = T::read_from(&b);
+    match &v {
+        None => assert!(b.len() < size, "{} bytes refused", b.len()),
+        Some(v) => {
+            assert!(b.len() >= size, "read {} bytes as {size}", b.len());
+            assert_eq!(v.as_bytes(), &b[..size]);
+        }
+    }
+    (b, v)
+}
+
 #[test]
 fn fuzz_io_desc_op_and_flags_decode_as_the_header_says() {
     fuzz(2000, |p| {
@@ -122,13 +138,9 @@ fn fuzz_dev_state_from_any_u16_and_any_dev_info_bytes() {
         }
     }
     fuzz(1000, |p| {
-        let b = bytes(p, 80);
-        let Some(info) = UblksrvCtrlDevInfo::read_from(&b) else {
-            assert!(b.len() < 64, "{} bytes refused", b.len());
+        let (b, Some(info)) = viewed::<UblksrvCtrlDevInfo>(p, 80) else {
             return;
         };
-        assert!(b.len() >= 64, "read {} bytes as 64", b.len());
-        assert_eq!(info.as_bytes(), &b[..64]);
         let state = u16::from_ne_bytes(ne(&b, 4));
         match info.dev_state() {
             Ok(s) => assert!(s as u16 == state && state <= 3, "state {state}"),
@@ -239,13 +251,9 @@ fn fuzz_completion_results_split_into_counts_and_errnos() {
 #[test]
 fn fuzz_params_viewed_from_any_bytes() {
     fuzz(1000, |p| {
-        let b = bytes(p, 200);
-        let Some(params) = UblkParams::read_from(&b) else {
-            assert!(b.len() < 152, "{} bytes refused", b.len());
+        let (b, Some(params)) = viewed::<UblkParams>(p, 200) else {
             return;
         };
-        assert!(b.len() >= 152, "read {} bytes as 152", b.len());
-        assert_eq!(params.as_bytes(), &b[..152]);
         assert_eq!(UblkParams::read_from(params.as_bytes()), Some(params));
         // Offsets from the header's `struct ublk_params` and its parts.
         let u32_at = |o| u32::from_ne_bytes(ne(&b, o));
@@ -296,19 +304,15 @@ fn fuzz_params_viewed_from_any_bytes() {
 #[test]
 fn fuzz_io_descriptor_from_any_bytes() {
     fuzz(1000, |p| {
-        let b = bytes(p, 40);
-        match UblksrvIoDesc::read_from(&b) {
-            None => assert!(b.len() < 24, "{} bytes refused", b.len()),
-            Some(d) => {
-                assert!(b.len() >= 24, "read {} bytes as 24", b.len());
-                assert_eq!(d.op_flags, u32::from_ne_bytes(ne(&b, 0)));
-                assert_eq!(d.nr_sectors, u32::from_ne_bytes(ne(&b, 4)));
-                assert_eq!(d.start_sector, u64::from_ne_bytes(ne(&b, 8)));
-                assert_eq!(d.addr, u64::from_ne_bytes(ne(&b, 16)));
-                let op_byte = d.op().map_or_else(|raw| raw, |op| op as u8);
-                assert_eq!(u32::from(op_byte), d.op_flags & 0xff);
-            }
-        }
+        let (b, Some(d)) = viewed::<UblksrvIoDesc>(p, 40) else {
+            return;
+        };
+        assert_eq!(d.op_flags, u32::from_ne_bytes(ne(&b, 0)));
+        assert_eq!(d.nr_sectors, u32::from_ne_bytes(ne(&b, 4)));
+        assert_eq!(d.start_sector, u64::from_ne_bytes(ne(&b, 8)));
+        assert_eq!(d.addr, u64::from_ne_bytes(ne(&b, 16)));
+        let op_byte = d.op().map_or_else(|raw| raw, |op| op as u8);
+        assert_eq!(u32::from(op_byte), d.op_flags & 0xff);
     });
 }
 
