@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ublk_core::abi::{Attrs, ParamTypes, UblkParams};
 use ublk_core::{DevState, Errno, Features};
 
-use super::{Device, DeviceBuilder, NODE_TIMEOUT, wait_for_path};
+use super::{Device, DeviceBuilder, NODE_TIMEOUT, Settings, wait_for_path};
 use crate::backend::{Backend, Blocking, Target};
 use crate::control::DeviceInfo;
 use crate::error::{Error, Result};
@@ -166,35 +166,16 @@ impl DeviceBuilder {
         let params = ctrl.params(id)?;
         let served = served_geometry(&params)
             .map_err(|why| Error::state(id, format!("its parameters cannot be served: {why}")))?;
+        // The device's geometry, as settings: the builder's own checks then refuse, by name, a
+        // backend that cannot serve it (too small, a larger block size, read-only).
         let properties = target.properties();
-        if let Some(most) = properties.size
-            && most < served.size
-        {
-            return Err(Error::invalid(
-                "backend",
-                format!(
-                    "it holds {most} bytes, less than device {id}'s {} bytes",
-                    served.size
-                ),
-            ));
+        Settings {
+            size: Some(served.size),
+            logical_block_size: Some(served.logical_block_size),
+            read_only: Some(served.read_only),
+            ..Settings::default()
         }
-        if let Some(min) = properties.min_logical_block_size
-            && min > served.logical_block_size
-        {
-            return Err(Error::invalid(
-                "backend",
-                format!(
-                    "it cannot serve device {id}'s logical block size {} (its smallest is {min} bytes)",
-                    served.logical_block_size
-                ),
-            ));
-        }
-        if properties.read_only && !served.read_only {
-            return Err(Error::invalid(
-                "backend",
-                format!("it can only read, and device {id} takes writes"),
-            ));
-        }
+        .resolve(&properties)?;
 
         start_recovery(&mut ctrl, id, info)?;
         let size_limit = properties.size.unwrap_or(served.size);
