@@ -13,13 +13,18 @@ grep -q '^#!\[no_std\]' core/src/lib.rs || fail "core/src/lib.rs lacks #![no_std
 # Test modules live at the end of files after `#[cfg(test)]`; strip them before searching.
 # Test-only files are skipped: the randomized tests (`fuzz_tests.rs`, each declared under
 # #[cfg(test)], checked next) and `testing.rs`, the `testing` feature's test support, which
-# links std and is enabled by no normal build (checked below).
+# links std and is enabled by no normal build (checked below). So is `std_io.rs`, the `std`
+# feature's conversion into std::io::Error: its module is declared only with that feature
+# (checked below), and the plain build that ends this check has it off.
 while IFS= read -r -d '' f; do
     if sed '/#\[cfg(test)\]/,$d' "$f" | grep -vE '^\s*//' \
         | grep -nE 'extern crate (alloc|std)|\balloc::|\bstd::' >/dev/null; then
         fail "$f uses alloc or std outside tests"
     fi
-done < <(find core/src -name '*.rs' -not -name testing.rs -not -name fuzz_tests.rs -print0)
+done < <(find core/src -name '*.rs' -not -name testing.rs -not -name fuzz_tests.rs \
+    -not -name std_io.rs -print0)
+grep -B1 -E '^mod std_io;' core/src/lib.rs | grep -qF '#[cfg(feature = "std")]' \
+    || fail "core/src/lib.rs declares std_io without #[cfg(feature = \"std\")]"
 find core/src -name '*.rs' -exec awk '
     FNR == 1 { prev = "" }
     /^[[:space:]]*mod fuzz_tests;/ && prev !~ /^[[:space:]]*#\[cfg\(test\)\]/ {

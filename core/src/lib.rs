@@ -28,6 +28,8 @@ pub mod ctrl;
 pub mod errno;
 pub mod queue;
 pub mod ring;
+#[cfg(feature = "std")]
+mod std_io;
 pub mod sys;
 pub mod tag;
 #[cfg(any(test, feature = "testing"))]
@@ -36,8 +38,8 @@ pub mod testing;
 pub use abi::{CtrlCmd, DevState, Features, IoOp, OpEncoding, UblkParams, UblksrvCtrlDevInfo};
 pub use ctrl::{Control, CpuMask, CtrlError, CtrlErrorKind};
 pub use errno::Errno;
-pub use queue::{Event, Queue, QueueConfig, QueueError};
-pub use ring::{Ring, RingConfig, RingError, Target};
+pub use queue::{DataPath, Event, Queue, QueueConfig, QueueError, RequestIo};
+pub use ring::{FixedIo, Ring, RingConfig, RingError, Target};
 pub use sys::{Fd, Mapping, RawFd};
 pub use tag::{TagSlot, TagState, TagTable};
 

@@ -1,5 +1,5 @@
-//! The only place raw syscalls live: io_uring setup/enter/register, mmap/munmap, close and the
-//! monotonic clock. Everything above this module is written against these few safe-ish
+//! The only place raw syscalls live: io_uring setup/enter/register, mmap/munmap, pread/pwrite,
+//! close and the monotonic clock. Everything above this module is written against these few safe-ish
 //! wrappers, so the unsafe surface can be audited in one file (plus the ring's shared memory).
 
 use core::ffi::{c_long, c_void};
@@ -137,6 +137,45 @@ pub(crate) unsafe fn io_uring_register(
     Ok(ret as u32)
 }
 
+/// `pread(2)` into `buf` from `fd` at `pos`: the bytes read (fewer at end of file, or when
+/// the source has fewer).
+pub fn pread(fd: RawFd, buf: &mut [u8], pos: u64) -> Result<usize, Errno> {
+    // SAFETY: `buf` is valid and writable for `buf.len()` bytes, and exclusively ours for
+    // the call (`&mut`).
+    unsafe { pread_raw(fd, buf.as_mut_ptr(), buf.len(), pos) }
+}
+
+/// `pwrite(2)` of `data` to `fd` at `pos`: the bytes written.
+pub fn pwrite(fd: RawFd, data: &[u8], pos: u64) -> Result<usize, Errno> {
+    // SAFETY: `data` is valid for reads of `data.len()` bytes for the call.
+    unsafe { pwrite_raw(fd, data.as_ptr(), data.len(), pos) }
+}
+
+/// `pread(2)` into raw memory, for memory no Rust reference may cover (a mapping other
+/// threads write too).
+///
+/// # Safety
+/// `dst` must be valid for writes of `len` bytes for the duration of the call, and no Rust
+/// reference into that memory may be alive during it.
+pub unsafe fn pread_raw(fd: RawFd, dst: *mut u8, len: usize, pos: u64) -> Result<usize, Errno> {
+    let pos = libc::off_t::try_from(pos).map_err(|_| Errno::EOVERFLOW)?;
+    // SAFETY: the caller guarantees `dst` is writable for `len` bytes and unaliased.
+    let ret = unsafe { libc::pread(fd, dst.cast(), len, pos) };
+    usize::try_from(ret).map_err(|_| Errno::last())
+}
+
+/// `pwrite(2)` from raw memory; see [`pread_raw`].
+///
+/// # Safety
+/// `src` must be valid for reads of `len` bytes for the duration of the call, and no
+/// mutable Rust reference into that memory may be alive during it.
+pub unsafe fn pwrite_raw(fd: RawFd, src: *const u8, len: usize, pos: u64) -> Result<usize, Errno> {
+    let pos = libc::off_t::try_from(pos).map_err(|_| Errno::EOVERFLOW)?;
+    // SAFETY: the caller guarantees `src` is readable for `len` bytes.
+    let ret = unsafe { libc::pwrite(fd, src.cast(), len, pos) };
+    usize::try_from(ret).map_err(|_| Errno::last())
+}
+
 /// A memory mapping owned by this process, unmapped on drop.
 #[derive(Debug)]
 pub struct Mapping {
@@ -161,6 +200,19 @@ impl Mapping {
     ) -> Result<Mapping, Errno> {
         let offset = libc::off_t::try_from(offset).map_err(|_| Errno::EOVERFLOW)?;
         Self::map(fd, len, offset, prot, libc::MAP_SHARED | libc::MAP_POPULATE)
+    }
+
+    /// Maps `len` bytes of file `fd` from its start, readable and writable, shared with every
+    /// other mapping and reader of the file (a `memfd`'s pages, say). Pages are faulted in as
+    /// they are touched, not up front: a large file costs only what is used.
+    pub fn file_shared(fd: RawFd, len: usize) -> Result<Mapping, Errno> {
+        Self::map(
+            fd,
+            len,
+            0,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+        )
     }
 
     /// Maps `len` bytes of zeroed, private anonymous memory, readable and writable. Pages

@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use ublk_core::abi::uring::{Cqe16, Cqe32, Sqe64, Sqe128};
-use ublk_core::{Errno, QueueRing, Ring, RingConfig, RingError, Target};
+use ublk_core::{Errno, FixedIo, QueueRing, Ring, RingConfig, RingError, Target};
 
 fn nop_ring(entries: u32) -> QueueRing {
     Ring::new(entries).expect("io_uring_setup (is io_uring enabled on this host?)")
@@ -247,4 +247,42 @@ fn poll_add_completes_when_an_eventfd_is_written() {
     );
     // SAFETY: closes the descriptor created above, used by nothing else now.
     unsafe { libc::close(efd) };
+}
+
+/// The zero-copy buffer table: registered empty, its slots reach no memory until a driver
+/// fills them, so a fixed-buffer read of an empty slot fails instead of writing anywhere.
+#[test]
+fn a_sparse_buffer_table_has_empty_slots_only() {
+    let (file, path) = temp_file_with(&[7u8; 4096]);
+    let mut ring = nop_ring(8);
+    ring.register_files(&[file.as_raw_fd()]).unwrap();
+    ring.register_buffers_sparse(16).unwrap();
+    assert_eq!(
+        ring.register_buffers_sparse(16),
+        Err(RingError::Register(Errno::EBUSY)),
+        "one table per ring"
+    );
+    for (slot, user_data) in [(0u16, 1u64), (15, 2), (16, 3)] {
+        let io = FixedIo {
+            file: Target::Fixed(0),
+            buf_index: slot,
+            buf_addr: 0,
+            len: 4096,
+            file_offset: 0,
+            rw_flags: 0,
+        };
+        // SAFETY: the operation names a slot of the sparse table, which holds no memory of
+        // this process: the kernel refuses it.
+        unsafe { ring.push(&Sqe64::read_fixed(io, user_data)) }.unwrap();
+        ring.submit_and_wait(1).unwrap();
+        let cqe = ring.pop().unwrap();
+        assert_eq!(cqe.user_data, user_data);
+        // An empty slot is EFAULT; one past the table EINVAL (kernels differ in which).
+        assert!(
+            cqe.res == -libc::EFAULT || cqe.res == -libc::EINVAL,
+            "slot {slot}: {}",
+            cqe.res
+        );
+    }
+    let _ = std::fs::remove_file(path);
 }

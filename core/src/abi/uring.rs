@@ -111,6 +111,28 @@ pub const IORING_UNREGISTER_BUFFERS: u32 = 1;
 pub const IORING_REGISTER_FILES: u32 = 2;
 /// `IORING_UNREGISTER_FILES`
 pub const IORING_UNREGISTER_FILES: u32 = 3;
+/// `IORING_REGISTER_BUFFERS2`: buffers described by an [`IoUringRsrcRegister`].
+pub const IORING_REGISTER_BUFFERS2: u32 = 15;
+
+/// `IORING_RSRC_REGISTER_SPARSE`: a table of empty slots, filled later (zero copy: by the
+/// ublk driver, with each request's pages).
+pub const IORING_RSRC_REGISTER_SPARSE: u32 = 1 << 0;
+
+crate::abi_struct! {
+    /// `struct io_uring_rsrc_register`: the argument of `IORING_REGISTER_BUFFERS2`.
+    pub struct IoUringRsrcRegister (size 32) {
+        /// Table slots.
+        pub nr: u32 = 0,
+        /// `IORING_RSRC_REGISTER_*`.
+        pub flags: u32 = 4,
+        /// Reserved, zero.
+        pub resv2: u64 = 8,
+        /// Pointer to `nr` `struct iovec`s (0 for a sparse table).
+        pub data: u64 = 16,
+        /// Pointer to `nr` tags (0: none).
+        pub tags: u64 = 24,
+    }
+}
 
 crate::abi_struct! {
     /// `struct io_sqring_offsets`: where the SQ ring's fields are in its mapping.

@@ -9,6 +9,8 @@ use crate::testing::{Prng, fuzz};
 const FETCH: u64 = 1;
 const COMMIT: u64 = 2;
 const GET_DATA: u64 = 3;
+const REGISTER: u64 = 4;
+const UNREGISTER: u64 = 5;
 const WAKE: u64 = 0x40;
 const TARGET: u64 = 0x80;
 
@@ -27,6 +29,8 @@ fn model(raw: u64) -> Option<UserData> {
         FETCH => cmd(IoCmd::FetchReq),
         COMMIT => cmd(IoCmd::CommitAndFetchReq),
         GET_DATA => cmd(IoCmd::NeedGetData),
+        REGISTER => cmd(IoCmd::RegisterIoBuf),
+        UNREGISTER => cmd(IoCmd::UnregisterIoBuf),
         TARGET => Some(UserData::Target { tag, cookie }),
         // The stop signal carries nothing else.
         WAKE => (raw & ((1 << 56) - 1) == 0).then_some(UserData::Wake),
@@ -42,7 +46,7 @@ fn raw_value(p: &mut Prng) -> u64 {
     }
     let kind = match p.below(3) {
         0 => p.interesting(8),
-        _ => *p.pick(&[FETCH, COMMIT, GET_DATA, WAKE, TARGET]),
+        _ => *p.pick(&[FETCH, COMMIT, GET_DATA, REGISTER, UNREGISTER, WAKE, TARGET]),
     };
     let field = |p: &mut Prng, bits| match p.below(3) {
         0 => 0,
@@ -54,7 +58,7 @@ fn raw_value(p: &mut Prng) -> u64 {
     (kind << 56) | (reserved << 48) | (field(p, 32) << 16) | field(p, 16)
 }
 
-/// A value a queue encodes: one of the three commands a queue issues, a target's operation
+/// A value a queue encodes: one of the five commands a queue issues, a target's operation
 /// or the stop signal.
 fn encodable(p: &mut Prng) -> UserData {
     let tag = p.interesting_u16();
@@ -64,6 +68,8 @@ fn encodable(p: &mut Prng) -> UserData {
                 IoCmd::FetchReq,
                 IoCmd::CommitAndFetchReq,
                 IoCmd::NeedGetData,
+                IoCmd::RegisterIoBuf,
+                IoCmd::UnregisterIoBuf,
             ]),
             tag,
         },

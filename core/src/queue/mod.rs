@@ -6,29 +6,46 @@
 //! 1. [`Queue::fetch_all`] once: a FETCH_REQ per tag, each with that tag's buffer;
 //! 2. [`Queue::wait`]: one `io_uring_enter` submits everything queued (commits, a target's own
 //!    operations) and sleeps until something completes;
-//! 3. [`Queue::next_event`] until `None`: a [`Event::Request`] is served (its data is in, or
-//!    goes to, [`Queue::buffer`]) and answered with [`Queue::complete`], now or after a later
-//!    event; [`Event::Aborted`] means the device is going away;
+//! 3. [`Queue::next_event`] until `None`: a [`Event::Request`] is served and answered with
+//!    [`Queue::complete`], now or after a later event; [`Event::Aborted`] means the device is
+//!    going away;
 //! 4. back to 2 until [`Queue::is_finished`] or an [`Event::Wake`].
+//!
+//! Where a request's data is depends on the device's [`DataPath`]: in [`Queue::buffer`] (copy),
+//! reached with [`Queue::copy_to_request`] and its kin (user copy), or in the ring's buffer
+//! table at slot `tag`, for [`Queue::read_into_request`] and [`Queue::write_from_request`]
+//! (zero copy; see `request_data.rs`).
 //!
 //! Nothing here allocates or locks: buffers come from one anonymous mapping made at setup, the
 //! tag states from caller-provided [`TagSlot`]s.
 
+mod data_path;
+mod request_data;
+mod tag_bits;
 mod user_data;
 
 use core::fmt;
 use core::mem::ManuallyDrop;
 
+use crate::abi::io::{UBLK_AUTO_BUF_REG_FALLBACK, UblkAutoBufReg};
 use crate::abi::io::{UBLK_IO_RES_ABORT, UBLK_IO_RES_NEED_GET_DATA, UBLK_IO_RES_OK};
 use crate::abi::io::{desc_area_stride, desc_mmap_offset};
 use crate::abi::uring::{Cqe16, Sqe64};
-use crate::abi::{IoCmd, OpEncoding, UblksrvIoCmd, UblksrvIoDesc};
+use crate::abi::{IoCmd, IoFlags, OpEncoding, UblksrvIoCmd, UblksrvIoDesc};
 use crate::errno::Errno;
 use crate::ring::{RingConfig, RingError, Target};
 use crate::sys::{Mapping, RawFd, page_size};
 use crate::tag::{InvalidTransition, TagEvent, TagSlot, TagState, TagTable};
 use crate::{QueueRing, abi};
+pub use data_path::DataPath;
+pub use request_data::RequestIo;
+use tag_bits::TagBits;
 use user_data::UserData;
+
+/// The buffer-table slot a request's pages are registered at (zero copy): its tag.
+fn buffer_slot(tag: u16) -> u16 {
+    tag
+}
 
 /// How to set a queue up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +57,16 @@ pub struct QueueConfig {
     /// Bytes of I/O buffer per tag: the device's `max_io_buf_bytes`. Rounded up to a page, so
     /// every buffer is page-aligned (what O_DIRECT wants).
     pub buf_bytes: u32,
+    /// How request data moves: the device's path (its flags at ADD_DEV).
+    pub data_path: DataPath,
+    /// Map a buffer per tag even where the data path gives the kernel none (user copy and
+    /// zero copy), for a target that needs the data in its own memory. The copy path always
+    /// has them.
+    pub buffers: bool,
+    /// For tests of the zero-copy fallback: ask the driver to register each request's pages at
+    /// a slot outside the buffer table, so that every request with data comes flagged
+    /// `NEED_REG_BUF` and has its buffer registered by hand.
+    pub force_buffer_fallback: bool,
     /// How the driver wants I/O opcodes ([`Control::encoding`](crate::Control::encoding)).
     pub encoding: OpEncoding,
     /// The device was added with `UBLK_F_NEED_GET_DATA`: a write's data is fetched with an
@@ -52,12 +79,15 @@ pub struct QueueConfig {
 }
 
 impl QueueConfig {
-    /// A configuration with automatic ring size and no extra ring flags.
+    /// A configuration for the copy path, with automatic ring size and no extra ring flags.
     pub const fn new(q_id: u16, depth: u16, buf_bytes: u32, encoding: OpEncoding) -> Self {
         QueueConfig {
             q_id,
             depth,
             buf_bytes,
+            data_path: DataPath::Copy,
+            buffers: true,
+            force_buffer_fallback: false,
             encoding,
             need_get_data: false,
             sq_entries: 0,
@@ -104,9 +134,11 @@ impl From<RingError> for QueueError {
 /// Something that happened on a queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// A request for `tag`: serve it and answer with [`Queue::complete`].
+    /// A request for `tag`: serve it and answer with [`Queue::complete`]. Its data is where
+    /// the queue's [`DataPath`] puts it (see the [module docs](self)).
     Request {
-        /// The tag; its buffer is [`Queue::buffer`].
+        /// The tag: the request's slot, its buffer's and, on the zero-copy path, its
+        /// buffer-table slot.
         tag: u16,
         /// The request, copied out of the descriptor array.
         desc: UblksrvIoDesc,
@@ -154,16 +186,25 @@ pub struct Queue<'t> {
     tags: TagTable<'t>,
     /// The driver's descriptor array for this queue, read-only.
     descs: Mapping,
-    /// `depth` buffers of `buf_stride` bytes. Unmapped on drop only when no operation that
-    /// may write them is outstanding (see `Drop`).
-    bufs: ManuallyDrop<Mapping>,
+    /// `depth` buffers of `buf_stride` bytes, if the path or the target wants them. Unmapped on
+    /// drop only when no operation that may write them is outstanding (see `Drop`).
+    bufs: ManuallyDrop<Option<Mapping>>,
     buf_stride: usize,
+    /// `/dev/ublkcN` (files[0]), for user copy; the caller keeps it open.
+    char_dev: RawFd,
     cfg: QueueConfig,
     /// Tags aborted or refused: the queue is finished when all are.
     ended: u16,
     /// Target operations pushed and not yet completed.
     target_in_flight: u64,
     unexpected: u64,
+    /// Zero copy: requests the driver could not register automatically (`NEED_REG_BUF`),
+    /// whose buffer is registered by hand before the target's first operation on it.
+    needs_registration: TagBits,
+    /// Zero copy: requests whose buffer was registered by hand, to unregister before commit.
+    registered_by_hand: TagBits,
+    buffer_fallbacks: u64,
+    buffer_errors: u64,
 }
 
 // SAFETY: the queue's raw memory (descriptor and buffer mappings) is owned and freed by it and
@@ -192,6 +233,11 @@ impl<'t> Queue<'t> {
         if cfg.buf_bytes == 0 {
             return Err(QueueError::Config("the I/O buffer size must not be 0"));
         }
+        if cfg.need_get_data && cfg.data_path != DataPath::Copy {
+            return Err(QueueError::Config(
+                "NEED_GET_DATA belongs to the copy path (the driver drops it otherwise)",
+            ));
+        }
         let page = page_size();
         let table = TagTable::new(tags);
         if table.count(TagState::Idle) != tags.len() {
@@ -213,13 +259,19 @@ impl<'t> Queue<'t> {
         })?;
 
         let buf_stride = (cfg.buf_bytes as usize).next_multiple_of(page);
-        let bufs_len = buf_stride
-            .checked_mul(depth)
-            .ok_or(QueueError::Config("I/O buffers exceed the address space"))?;
-        let bufs = Mapping::anonymous(bufs_len).map_err(|errno| QueueError::Map {
-            what: "I/O buffers",
-            errno,
-        })?;
+        let bufs = if cfg.buffers || cfg.data_path == DataPath::Copy {
+            let bufs_len = buf_stride
+                .checked_mul(depth)
+                .ok_or(QueueError::Config("I/O buffers exceed the address space"))?;
+            Some(
+                Mapping::anonymous(bufs_len).map_err(|errno| QueueError::Map {
+                    what: "I/O buffers",
+                    errno,
+                })?,
+            )
+        } else {
+            None
+        };
 
         let sq_entries = match cfg.sq_entries {
             0 => (2 * depth as u32 + 2).next_power_of_two().min(32768),
@@ -231,16 +283,25 @@ impl<'t> Queue<'t> {
             flags: cfg.ring_flags,
         })?;
         ring.register_files(files)?;
+        if cfg.data_path == DataPath::ZeroCopy {
+            // The slots the driver fills with each request's pages: one per tag.
+            ring.register_buffers_sparse(u32::from(cfg.depth))?;
+        }
         Ok(Queue {
             ring,
             tags: table,
             descs,
             bufs: ManuallyDrop::new(bufs),
             buf_stride,
+            char_dev: files[0],
             cfg,
             ended: 0,
             target_in_flight: 0,
             unexpected: 0,
+            needs_registration: TagBits::EMPTY,
+            registered_by_hand: TagBits::EMPTY,
+            buffer_fallbacks: 0,
+            buffer_errors: 0,
         })
     }
 
@@ -265,39 +326,85 @@ impl<'t> Queue<'t> {
         self.unexpected
     }
 
+    /// Zero copy: requests whose pages the driver could not register (`NEED_REG_BUF`), so
+    /// far. Each was registered by hand when its target first used them.
+    pub fn buffer_fallbacks(&self) -> u64 {
+        self.buffer_fallbacks
+    }
+
+    /// Zero copy: registrations or unregistrations by hand that the driver refused, so far
+    /// (the request's operations then fail, and the target answers with an error).
+    pub fn buffer_errors(&self) -> u64 {
+        self.buffer_errors
+    }
+
     /// Every tag was aborted or refused: nothing more will come.
     pub fn is_finished(&self) -> bool {
         self.ended == self.cfg.depth
     }
 
-    fn buf_addr(&self, tag: u16) -> *mut u8 {
+    /// `tag`'s buffer, if the queue has buffers and the tag exists.
+    fn buf_addr(&self, tag: u16) -> Option<*mut u8> {
+        let bufs = self.bufs.as_ref()?;
         // In bounds: tag < depth and the mapping holds depth strides (checked in `new`).
-        self.bufs
-            .as_ptr()
-            .wrapping_add(usize::from(tag) * self.buf_stride)
+        (tag < self.cfg.depth).then(|| {
+            bufs.as_ptr()
+                .wrapping_add(usize::from(tag) * self.buf_stride)
+        })
     }
 
+    /// A command for the driver about `tag`. What its addresses carry depends on the command
+    /// and the data path: the tag's buffer for a fetch on the copy path (the only pointer any
+    /// command carries), the buffer-table slot for a fetch on the zero-copy path and for
+    /// (un)registering by hand, nothing for user copy.
     fn io_cmd(&self, cmd: IoCmd, tag: u16, result: i32) -> Sqe64 {
+        let fetches = matches!(
+            cmd,
+            IoCmd::FetchReq | IoCmd::CommitAndFetchReq | IoCmd::NeedGetData
+        );
+        let addr = match (cmd, self.cfg.data_path) {
+            (IoCmd::RegisterIoBuf | IoCmd::UnregisterIoBuf, _) => u64::from(buffer_slot(tag)),
+            (_, DataPath::Copy) if fetches => self.buf_addr(tag).map_or(0, |p| p as u64),
+            _ => 0,
+        };
         let payload = UblksrvIoCmd {
             q_id: self.cfg.q_id,
             tag,
             result,
-            addr: self.buf_addr(tag) as u64,
+            addr,
         };
         let user_data = UserData::Cmd { cmd, tag }.encode();
-        Sqe64::uring_cmd(
+        let mut sqe = Sqe64::uring_cmd(
             Target::Fixed(0),
             cmd.opcode(self.cfg.encoding),
             &payload,
             user_data,
-        )
+        );
+        if self.cfg.data_path == DataPath::ZeroCopy && fetches {
+            // AUTO_BUF_REG: where the driver registers the next request's pages, carried in
+            // the SQE's own `addr`. With FALLBACK a failed registration still delivers the
+            // request, flagged NEED_REG_BUF, instead of failing it unseen.
+            let index = if self.cfg.force_buffer_fallback {
+                u16::MAX
+            } else {
+                buffer_slot(tag)
+            };
+            sqe.addr = UblkAutoBufReg {
+                index,
+                flags: UBLK_AUTO_BUF_REG_FALLBACK,
+                ..Default::default()
+            }
+            .to_sqe_addr();
+        }
+        sqe
     }
 
-    /// Pushes a driver command. Its only pointer is the tag's buffer in `bufs`.
+    /// Pushes a driver command, built by [`Queue::io_cmd`].
     fn push_cmd(&mut self, sqe: Sqe64) -> Result<(), QueueError> {
-        // SAFETY: the command's `addr` is this tag's buffer inside `self.bufs`. While the
-        // command is out the tag is not Owned, so safe code cannot reach the buffer, and
-        // `Drop` leaves `bufs` mapped if the queue ends with it still out.
+        // SAFETY: the only pointer a command carries is a copy-path fetch's buffer, this
+        // tag's inside `self.bufs` (`io_cmd`). While the command is out the tag is not Owned,
+        // so safe code cannot reach the buffer, and `Drop` leaves `bufs` mapped if the queue
+        // ends with it still out. Slot numbers and user-copy commands point at nothing.
         unsafe { self.push(&sqe) }
     }
 
@@ -384,6 +491,20 @@ impl<'t> Queue<'t> {
 
     fn decode(&mut self, cqe: Cqe16) -> Option<Event> {
         let (cmd, tag) = match UserData::decode(cqe.user_data) {
+            Some(UserData::Cmd {
+                cmd: cmd @ (IoCmd::RegisterIoBuf | IoCmd::UnregisterIoBuf),
+                tag,
+            }) if tag < self.cfg.depth => {
+                // Not a tag transition: the request stays the server's meanwhile.
+                if cqe.res < 0 {
+                    self.buffer_errors += 1;
+                    if cmd == IoCmd::RegisterIoBuf {
+                        // Nothing to unregister; the linked operation was cancelled.
+                        self.registered_by_hand.take(tag);
+                    }
+                }
+                return None;
+            }
             Some(UserData::Cmd { cmd, tag }) if tag < self.cfg.depth => (cmd, tag),
             Some(UserData::Target { tag, cookie }) if tag < self.cfg.depth => {
                 self.target_in_flight = self.target_in_flight.saturating_sub(1);
@@ -402,10 +523,14 @@ impl<'t> Queue<'t> {
                 if self.tags.apply_completion(tag, TagEvent::Request).is_err() {
                     return self.unexpected(&cqe);
                 }
-                Some(Event::Request {
-                    tag,
-                    desc: self.desc(tag),
-                })
+                let desc = self.desc(tag);
+                if self.cfg.data_path == DataPath::ZeroCopy
+                    && desc.flags().contains(IoFlags::NEED_REG_BUF)
+                {
+                    self.buffer_fallbacks += 1;
+                    self.needs_registration.insert(tag);
+                }
+                Some(Event::Request { tag, desc })
             }
             UBLK_IO_RES_NEED_GET_DATA if self.cfg.need_get_data => {
                 if self.tags.apply_completion(tag, TagEvent::NeedData).is_err() {
@@ -461,28 +586,35 @@ impl<'t> Queue<'t> {
     }
 
     /// The buffer of `tag` while the server owns it (between [`Event::Request`] and
-    /// [`Queue::complete`]); `None` otherwise. It holds `buf_bytes` rounded up to a page: a
-    /// write's data at the start; a read's data goes there.
+    /// [`Queue::complete`]); `None` otherwise, or if the queue has no buffers. It holds
+    /// `buf_bytes` rounded up to a page. On the copy path a write's data is at the start and a
+    /// read's data goes there; on the others it is the target's own (see
+    /// [`Queue::copy_buffer_to_request`]).
     pub fn buffer(&mut self, tag: u16) -> Option<&mut [u8]> {
         if self.tags.state(tag) != Some(TagState::Owned) {
             return None;
         }
-        // SAFETY: the buffer lies inside `self.bufs` (tag < depth, as `state` returned Some);
-        // while the tag is Owned the driver has no command of it outstanding, so nothing else
-        // writes this memory, and the `&mut self` borrow keeps any other safe access out
-        // until the slice is gone.
-        Some(unsafe { core::slice::from_raw_parts_mut(self.buf_addr(tag), self.buf_stride) })
+        let addr = self.buf_addr(tag)?;
+        // SAFETY: the buffer lies inside `self.bufs` (`buf_addr`); while the tag is Owned the
+        // driver has no command of it outstanding, so nothing else writes this memory, and
+        // the `&mut self` borrow keeps any other safe access out until the slice is gone.
+        Some(unsafe { core::slice::from_raw_parts_mut(addr, self.buf_stride) })
     }
 
     /// The address of `tag`'s buffer, for a target's own operations (a read from a backing
-    /// file straight into it). The buffer is the target's only while the tag is Owned.
+    /// file straight into it); `None` if the queue has no buffers. The buffer is the target's
+    /// only while the tag is Owned.
     pub fn buffer_ptr(&self, tag: u16) -> Option<*mut u8> {
-        (tag < self.cfg.depth).then(|| self.buf_addr(tag))
+        self.buf_addr(tag)
     }
 
-    /// Bytes in each tag's buffer.
+    /// Bytes in each tag's buffer (0 if the queue has none).
     pub fn buffer_len(&self) -> usize {
-        self.buf_stride
+        if self.bufs.is_some() {
+            self.buf_stride
+        } else {
+            0
+        }
     }
 
     /// Answers `tag`'s request with `result` (bytes done, or `-errno`) and fetches the tag's
@@ -495,6 +627,14 @@ impl<'t> Queue<'t> {
                 .apply(tag, TagEvent::Complete)
                 .map(|_| ())
                 .map_err(QueueError::Transition);
+        }
+        self.needs_registration.take(tag);
+        if self.registered_by_hand.take(tag) {
+            // The driver completes the request only once its pages are out of every table;
+            // in the same batch and before the commit, so the next request's automatic
+            // registration finds the slot free.
+            let sqe = self.io_cmd(IoCmd::UnregisterIoBuf, tag, 0);
+            self.push_cmd(sqe)?;
         }
         let sqe = self.io_cmd(IoCmd::CommitAndFetchReq, tag, result);
         self.push_cmd(sqe)?;
@@ -551,6 +691,7 @@ impl fmt::Debug for Queue<'_> {
         f.debug_struct("Queue")
             .field("q_id", &self.cfg.q_id)
             .field("depth", &self.cfg.depth)
+            .field("data_path", &self.cfg.data_path)
             .field("buf_stride", &self.buf_stride)
             .field("ended", &self.ended)
             .field("ring", &self.ring)

@@ -1,6 +1,7 @@
 //! What a queue ring's `user_data` carries: which tag, and whose operation it was.
 //!
-//! One ring carries the driver's commands (FETCH, COMMIT_AND_FETCH, NEED_GET_DATA), the
+//! One ring carries the driver's commands (FETCH, COMMIT_AND_FETCH, NEED_GET_DATA, and for
+//! zero copy REGISTER_IO_BUF and UNREGISTER_IO_BUF), the
 //! target's own operations (a loop target's file reads and writes) and the stop signal. The
 //! completion must say which, with no lookup table: so the kind is in the top byte, the tag in
 //! the low 16 bits and a target's own cookie in between.
@@ -18,6 +19,10 @@ const COOKIE_SHIFT: u32 = 16;
 const KIND_FETCH: u8 = 1;
 const KIND_COMMIT: u8 = 2;
 const KIND_GET_DATA: u8 = 3;
+const KIND_REGISTER: u8 = 4;
+const KIND_UNREGISTER: u8 = 5;
+/// Commands a queue never issues (the batch ones) encode as this, which decodes to nothing.
+const KIND_NONE: u8 = 0;
 const KIND_WAKE: u8 = 0x40;
 const KIND_TARGET: u8 = 0x80;
 
@@ -39,8 +44,10 @@ impl UserData {
                 let kind = match cmd {
                     IoCmd::FetchReq => KIND_FETCH,
                     IoCmd::CommitAndFetchReq => KIND_COMMIT,
-                    // Only the three commands a queue issues are ever encoded.
-                    _ => KIND_GET_DATA,
+                    IoCmd::NeedGetData => KIND_GET_DATA,
+                    IoCmd::RegisterIoBuf => KIND_REGISTER,
+                    IoCmd::UnregisterIoBuf => KIND_UNREGISTER,
+                    IoCmd::PrepIoCmds | IoCmd::CommitIoCmds | IoCmd::FetchIoCmds => KIND_NONE,
                 };
                 (kind, tag, 0)
             }
@@ -69,6 +76,8 @@ impl UserData {
             KIND_FETCH => cmd(IoCmd::FetchReq),
             KIND_COMMIT => cmd(IoCmd::CommitAndFetchReq),
             KIND_GET_DATA => cmd(IoCmd::NeedGetData),
+            KIND_REGISTER => cmd(IoCmd::RegisterIoBuf),
+            KIND_UNREGISTER => cmd(IoCmd::UnregisterIoBuf),
             KIND_TARGET => Some(UserData::Target { tag, cookie }),
             KIND_WAKE if raw == (KIND_WAKE as u64) << KIND_SHIFT => Some(UserData::Wake),
             _ => None,
@@ -95,6 +104,14 @@ mod tests {
                 cmd: IoCmd::NeedGetData,
                 tag: u16::MAX,
             },
+            UserData::Cmd {
+                cmd: IoCmd::RegisterIoBuf,
+                tag: 3,
+            },
+            UserData::Cmd {
+                cmd: IoCmd::UnregisterIoBuf,
+                tag: 4095,
+            },
             UserData::Target {
                 tag: 17,
                 cookie: u32::MAX,
@@ -119,5 +136,11 @@ mod tests {
         ] {
             assert_eq!(UserData::decode(raw), None, "{raw:#x}");
         }
+        // The batch commands are never issued: their encoding names nothing.
+        let batch = UserData::Cmd {
+            cmd: IoCmd::FetchIoCmds,
+            tag: 1,
+        };
+        assert_eq!(UserData::decode(batch.encode()), None);
     }
 }

@@ -25,15 +25,16 @@ use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
 
-pub use prep::Target;
+pub use prep::{FixedIo, Target};
 
 #[cfg(doc)]
 use crate::abi::uring::{Cqe16, Sqe64};
 use crate::abi::uring::{
     CqeLayout, IORING_ENTER_GETEVENTS, IORING_FEAT_EXT_ARG, IORING_FEAT_NODROP,
     IORING_FEAT_SINGLE_MMAP, IORING_OFF_CQ_RING, IORING_OFF_SQ_RING, IORING_OFF_SQES,
-    IORING_REGISTER_FILES, IORING_SETUP_CQSIZE, IORING_SQ_CQ_OVERFLOW, IORING_UNREGISTER_FILES,
-    IoUringParams, SqeLayout,
+    IORING_REGISTER_BUFFERS2, IORING_REGISTER_FILES, IORING_RSRC_REGISTER_SPARSE,
+    IORING_SETUP_CQSIZE, IORING_SQ_CQ_OVERFLOW, IORING_UNREGISTER_FILES, IoUringParams,
+    IoUringRsrcRegister, SqeLayout,
 };
 use crate::errno::Errno;
 use crate::sys::{self, Fd, Mapping, RawFd};
@@ -481,6 +482,32 @@ impl<S: SqeLayout, C: CqeLayout> Ring<S, C> {
         // the call; the kernel takes its own references to the files.
         unsafe {
             sys::io_uring_register(self.fd.raw(), IORING_REGISTER_FILES, fds.as_ptr().cast(), n)
+        }
+        .map(drop)
+        .map_err(RingError::Register)
+    }
+
+    /// Registers a buffer table of `slots` empty slots (`IORING_RSRC_REGISTER_SPARSE`), for
+    /// buffers that others install: the ublk driver puts a request's pages there for zero
+    /// copy. Ours never register memory of this process in it, so every fixed-buffer
+    /// operation on this ring reaches kernel pages only. Fails with `EBUSY` if buffers are
+    /// already registered.
+    pub fn register_buffers_sparse(&mut self, slots: u32) -> Result<(), RingError> {
+        let table = IoUringRsrcRegister {
+            nr: slots,
+            flags: IORING_RSRC_REGISTER_SPARSE,
+            ..Default::default()
+        };
+        // SAFETY: IORING_REGISTER_BUFFERS2 reads one `struct io_uring_rsrc_register` (layout
+        // asserted in abi::uring), `table`, alive for the call; sparse, so `data` and `tags`
+        // point at nothing.
+        unsafe {
+            sys::io_uring_register(
+                self.fd.raw(),
+                IORING_REGISTER_BUFFERS2,
+                (&table as *const IoUringRsrcRegister).cast(),
+                core::mem::size_of::<IoUringRsrcRegister>() as u32,
+            )
         }
         .map(drop)
         .map_err(RingError::Register)

@@ -6,8 +6,8 @@
 use crate::abi::Pod;
 use crate::abi::uring::{
     IORING_FSYNC_DATASYNC, IORING_OP_ASYNC_CANCEL, IORING_OP_FALLOCATE, IORING_OP_FSYNC,
-    IORING_OP_NOP, IORING_OP_POLL_ADD, IORING_OP_READ, IORING_OP_URING_CMD, IORING_OP_WRITE,
-    IOSQE_FIXED_FILE, Sqe, SqeLayout,
+    IORING_OP_NOP, IORING_OP_POLL_ADD, IORING_OP_READ, IORING_OP_READ_FIXED, IORING_OP_URING_CMD,
+    IORING_OP_WRITE, IORING_OP_WRITE_FIXED, IOSQE_FIXED_FILE, Sqe, SqeLayout,
 };
 use crate::sys::RawFd;
 
@@ -18,6 +18,25 @@ pub enum Target {
     Fd(RawFd),
     /// An index into the ring's registered files ([`Ring::register_files`](super::Ring::register_files)).
     Fixed(u32),
+}
+
+/// A read or write between a file and a registered buffer (`IORING_OP_READ_FIXED`,
+/// `IORING_OP_WRITE_FIXED`). Named fields: four integers side by side are too easy to swap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FixedIo {
+    /// The file (a regular file, a block device, a socket, ...).
+    pub file: Target,
+    /// The slot of the ring's buffer table.
+    pub buf_index: u16,
+    /// Where in that buffer the transfer starts: the address for a buffer of this process's
+    /// memory, the byte offset for one the kernel installed (its base address is 0).
+    pub buf_addr: u64,
+    /// Bytes to transfer.
+    pub len: u32,
+    /// Position in the file.
+    pub file_offset: u64,
+    /// `RWF_*` flags (e.g. `RWF_DSYNC` for a write through).
+    pub rw_flags: u32,
 }
 
 /// `cmd_op` lives in the first four bytes of the SQE's `off` field (a union in C); building
@@ -83,6 +102,30 @@ where
     /// `IORING_OP_WRITE`: writes `len` bytes from `buf` at file `offset`.
     pub fn write(target: Target, buf: *const u8, len: u32, offset: u64, user_data: u64) -> Self {
         Self::rw(IORING_OP_WRITE, target, buf as u64, len, offset, user_data)
+    }
+
+    /// `IORING_OP_READ_FIXED`: reads from `io.file` into registered buffer `io.buf_index`.
+    pub fn read_fixed(io: FixedIo, user_data: u64) -> Self {
+        Self::fixed(IORING_OP_READ_FIXED, io, user_data)
+    }
+
+    /// `IORING_OP_WRITE_FIXED`: writes registered buffer `io.buf_index` to `io.file`.
+    pub fn write_fixed(io: FixedIo, user_data: u64) -> Self {
+        Self::fixed(IORING_OP_WRITE_FIXED, io, user_data)
+    }
+
+    fn fixed(opcode: u8, io: FixedIo, user_data: u64) -> Self {
+        let mut sqe = Self::rw(
+            opcode,
+            io.file,
+            io.buf_addr,
+            io.len,
+            io.file_offset,
+            user_data,
+        );
+        sqe.buf_index = io.buf_index;
+        sqe.op_flags = io.rw_flags;
+        sqe
     }
 
     /// `IORING_OP_ASYNC_CANCEL`: cancels the request submitted with `target_user_data`.
@@ -187,6 +230,27 @@ mod tests {
         assert_eq!(sqe.flags & IOSQE_FIXED_FILE, IOSQE_FIXED_FILE);
         assert_eq!(sqe.fd, 0);
         assert_eq!(&sqe.as_bytes()[48..64], cmd.as_bytes());
+    }
+
+    #[test]
+    fn fixed_io_puts_each_field_where_the_kernel_reads_it() {
+        let io = FixedIo {
+            file: Target::Fixed(1),
+            buf_index: 7,
+            buf_addr: 4096,
+            len: 8192,
+            file_offset: 1 << 40,
+            rw_flags: 2,
+        };
+        let sqe = Sqe64::read_fixed(io, 9);
+        assert_eq!(sqe.opcode, IORING_OP_READ_FIXED);
+        assert_eq!(
+            (sqe.fd, sqe.flags & IOSQE_FIXED_FILE),
+            (1, IOSQE_FIXED_FILE)
+        );
+        assert_eq!((sqe.buf_index, sqe.addr, sqe.len), (7, 4096, 8192));
+        assert_eq!((sqe.off, sqe.op_flags, sqe.user_data), (1 << 40, 2, 9));
+        assert_eq!(Sqe64::write_fixed(io, 9).opcode, IORING_OP_WRITE_FIXED);
     }
 
     #[test]
