@@ -19,7 +19,7 @@ use ublk::Mem;
 fn run(o: common::Common) -> ublk::Result<()> {
     let signals = common::block_signals()?;
     let size = o.size.unwrap_or(256 << 20);
-    let dev = o.builder().start(Mem::new(size)?)?;
+    let dev = o.builder().start_target(Mem::new(size)?)?;
     common::serve(dev, &signals, &format!("a {size}-byte RAM disk"))
 }
 

@@ -18,7 +18,10 @@ pub const BUILD_FEATURES: Features = Features::CMD_IOCTL_ENCODE
     .union(Features::USER_RECOVERY_REISSUE)
     .union(Features::USER_RECOVERY_FAIL_IO)
     .union(Features::QUIESCE)
-    .union(Features::UPDATE_SIZE);
+    .union(Features::UPDATE_SIZE)
+    .union(Features::USER_COPY)
+    .union(Features::AUTO_BUF_REG)
+    .union(Features::SUPPORT_ZERO_COPY);
 
 /// GET_FEATURES on `/dev/ublk-control`: the features the running kernel's ublk driver
 /// supports. Each has a name ([`Features::names`]); bits too new for this build are kept in

@@ -45,6 +45,7 @@ pub use ublk_core as sys;
 pub use ublk_core::abi::{
     Attrs, DevState, Features, ParamTypes, UblkParamBasic, UblkParamDiscard, UblkParams,
 };
+pub use ublk_core::{DataPath, RequestIo};
 
 // A `Controller` can be handed to another thread (commands go one at a time through `&mut`).
 const _: fn() = || {

@@ -1,8 +1,9 @@
 //! The few system calls the shell makes outside the ublk protocol: an eventfd to wake a
-//! queue, the queue thread's I/O-flusher flag and CPU affinity.
+//! queue, the queue thread's I/O-flusher flag and CPU affinity, a RAM disk's memfd.
 
+use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// An eventfd: writing to it wakes whoever reads it (a queue's stop signal).
 #[derive(Debug)]
@@ -82,6 +83,33 @@ pub(crate) fn set_affinity(cpus: &[usize]) -> io::Result<()> {
     // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
     let ret = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
     if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A new, empty memfd (anonymous shared memory behind a file descriptor), close-on-exec.
+pub(crate) fn memfd(name: &str) -> io::Result<File> {
+    let name =
+        std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `name` is a NUL-terminated string alive for the call; the flags are plain bits.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned by nothing else.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Punches a hole of `len` bytes at `offset` into file `fd`, keeping its size: the range reads
+/// as zeroes, and whole blocks inside it are freed.
+pub(crate) fn punch_hole(fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: fallocate takes plain integers; `fd` is the caller's open descriptor.
+    if unsafe { libc::fallocate(fd, mode, offset, len) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

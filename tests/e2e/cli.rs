@@ -309,6 +309,10 @@ fn check_listed(v: &Value, id: u32) -> TestResult {
         v.get("recovery").and_then(Value::as_str),
         Some(ublk::Recovery::of(info.flags()).name())
     );
+    assert_eq!(
+        v.get("data_path").and_then(Value::as_str),
+        Some(ublk::DataPath::of(info.flags()).name())
+    );
     Ok(())
 }
 

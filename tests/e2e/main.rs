@@ -7,6 +7,7 @@
 mod backends;
 mod cli;
 mod control;
+mod data_path;
 mod fio;
 mod harness;
 mod io;
@@ -21,6 +22,7 @@ fn main() -> std::process::ExitCode {
         control::TESTS,
         io::TESTS,
         backends::TESTS,
+        data_path::TESTS,
         cli::TESTS,
         recovery::TESTS,
     ]

@@ -7,17 +7,11 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use ublk_core::abi::uring::Sqe64;
-use ublk_core::{Errno, IoOp};
+use ublk_core::DataPath;
 
-use super::{
-    DiscardLimits, IoContext, IoFlags, Properties, QueueInfo, Reply, Request, Target, TargetQueue,
-};
+use super::file_ops::FileOps;
+use super::{DiscardLimits, IoContext, Properties, QueueInfo, Reply, Request, Target, TargetQueue};
 use crate::error::{Error, Result};
-
-/// A short read or write is resubmitted for the rest; an operation the kernel answers with
-/// EAGAIN or EINTR is retried this many times before the error is passed on.
-const RETRIES: u8 = 8;
 
 /// How to open a [`Loop`] target's backing file.
 #[derive(Clone, Debug)]
@@ -69,8 +63,11 @@ impl LoopOptions {
 
 /// A device backed by a file or a block device (the kernel's `loop`, served in userspace).
 ///
-/// - READ and WRITE go to the file as io_uring operations on the queue's ring, straight
-///   into and out of the request's buffer; short transfers are resubmitted for the rest.
+/// - READ and WRITE go to the file as io_uring operations on the queue's ring; on the
+///   zero-copy path straight between the file and the request's pages (`READ_FIXED`,
+///   `WRITE_FIXED`), so that with direct I/O the only data movement is the one the kernel's
+///   own loop makes; on the others through a buffer of the server. Short transfers are
+///   resubmitted for the rest.
 /// - Direct I/O (`O_DIRECT`) by default when the file system allows it and the device's
 ///   block size meets the file's alignment; else buffered, and [`Loop::buffered_reason`]
 ///   says why.
@@ -91,6 +88,8 @@ pub struct Loop {
     logical_block_size: u32,
     rotational: bool,
     discard: Option<DiscardLimits>,
+    /// With direct I/O: the alignment it needs of memory, in bytes.
+    dio_mem_align: Option<u32>,
 }
 
 impl Loop {
@@ -204,7 +203,10 @@ impl Loop {
         let page = ublk_core::sys::page_size() as u32;
         // ublk's blocks are at most a page: a backing file that wants larger ones (a disk of
         // 64 KiB sectors) is served with page-sized blocks and buffered I/O.
-        let natural = device_block.or(dio_align).unwrap_or(512).clamp(512, page);
+        let natural = device_block
+            .or(dio_align.map(|a| a.offset))
+            .unwrap_or(512)
+            .clamp(512, page);
         let logical_block_size = opts.logical_block_size.unwrap_or(natural);
         if !logical_block_size.is_power_of_two() || !(512..=page).contains(&logical_block_size) {
             return Err(Error::invalid(
@@ -226,8 +228,9 @@ impl Loop {
             None => Some(format!(
                 "the file system of {shown} does not support direct I/O"
             )),
-            Some(align) if align > logical_block_size => Some(format!(
-                "the logical block size ({logical_block_size} bytes) is below the direct-I/O alignment of {shown} ({align} bytes)"
+            Some(align) if align.offset > logical_block_size => Some(format!(
+                "the logical block size ({logical_block_size} bytes) is below the direct-I/O alignment of {shown} ({} bytes)",
+                align.offset
             )),
             Some(_) => None,
         };
@@ -279,6 +282,9 @@ impl Loop {
             })
         };
 
+        let dio_mem_align = dio_align
+            .filter(|_| buffered_reason.is_none())
+            .map(|a| a.memory);
         Ok(Loop {
             file,
             path,
@@ -289,6 +295,7 @@ impl Loop {
             logical_block_size,
             rotational,
             discard,
+            dio_mem_align,
         })
     }
 }
@@ -304,14 +311,24 @@ fn logical_block_size_of(file: &File) -> io::Result<u32> {
     u32::try_from(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-/// The file offset alignment direct I/O needs, or `None` if the file system cannot do
-/// direct I/O. As the kernel's loop driver: the file system's word (`STATX_DIOALIGN`) if it
-/// gives one, else the logical block size of the disk under it, else 512.
+/// What direct I/O on a file needs aligned, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DioAlign {
+    /// File offsets and lengths.
+    offset: u32,
+    /// Memory addresses (and segment lengths) of the buffers.
+    memory: u32,
+}
+
+/// What direct I/O on `file` needs aligned, or `None` if the file system cannot do direct
+/// I/O. As the kernel's loop driver: the file system's word (`STATX_DIOALIGN`) if it gives
+/// one, else the logical block size of the disk under it (for memory too, to be safe), else
+/// 512.
 fn direct_io_alignment(
     file: &File,
     meta: &std::fs::Metadata,
     device_block: Option<u32>,
-) -> Option<u32> {
+) -> Option<DioAlign> {
     // SAFETY: all-zero bytes are a valid `statx` (integers only).
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: the path is an empty C string with AT_EMPTY_PATH, so the kernel stats the open
@@ -327,13 +344,20 @@ fn direct_io_alignment(
     };
     if ret == 0 && stx.stx_mask & libc::STATX_DIOALIGN != 0 {
         // A file system that cannot do direct I/O reports zero alignments.
-        return (stx.stx_dio_mem_align != 0).then_some(stx.stx_dio_offset_align.max(512));
+        return (stx.stx_dio_mem_align != 0).then_some(DioAlign {
+            offset: stx.stx_dio_offset_align.max(512),
+            memory: stx.stx_dio_mem_align,
+        });
     }
-    if device_block.is_some() {
-        return device_block;
-    }
-    let under = queue_attr(meta.dev(), "logical_block_size");
-    Some(under.and_then(|b| u32::try_from(b).ok()).unwrap_or(512))
+    let block = device_block.unwrap_or_else(|| {
+        queue_attr(meta.dev(), "logical_block_size")
+            .and_then(|b| u32::try_from(b).ok())
+            .unwrap_or(512)
+    });
+    Some(DioAlign {
+        offset: block,
+        memory: block,
+    })
 }
 
 /// A number from the block queue attributes (`/sys/dev/block/MAJ:MIN/queue/NAME`) of the
@@ -354,11 +378,7 @@ impl Target for Loop {
     type Queue = LoopQueue;
 
     fn open_queue(&self, queue: &QueueInfo) -> io::Result<LoopQueue> {
-        Ok(LoopQueue {
-            ops: vec![FileOp::default(); usize::from(queue.depth)],
-            cannot_zero: false,
-            cannot_punch: false,
-        })
+        Ok(LoopQueue(FileOps::new(queue.depth, 0)))
     }
 
     fn files(&self) -> Vec<std::os::fd::RawFd> {
@@ -377,162 +397,36 @@ impl Target for Loop {
             volatile_cache: Some(writable),
             fua: Some(writable),
             discard: self.discard,
+            // Zero copy hands the request's own pages to O_DIRECT, which wants them aligned.
+            dma_alignment: self.dio_mem_align,
         }
+    }
+
+    /// Zero copy first: the file's data moves straight between it and the request's pages,
+    /// as with the kernel's loop. Then copy, which the driver does in its own task work; user
+    /// copy costs a loop target a system call more per request for the same two copies.
+    fn data_paths(&self) -> &'static [DataPath] {
+        &[DataPath::ZeroCopy, DataPath::Copy, DataPath::UserCopy]
+    }
+
+    /// Off the zero-copy path the file's data is staged in a buffer of ours.
+    fn wants_buffers(&self, path: DataPath) -> bool {
+        path != DataPath::ZeroCopy
     }
 }
 
-/// What a tag's file operation is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum Kind {
-    #[default]
-    Read,
-    Write,
-    Sync,
-    Fallocate(i32),
-}
-
-/// A tag's operation on the backing file, while it is out.
-#[derive(Clone, Copy, Debug, Default)]
-struct FileOp {
-    kind: Kind,
-    offset: u64,
-    /// READ/WRITE: bytes asked for, and done so far. Fallocate: the range's length.
-    len: u64,
-    done: u64,
-    fua: bool,
-    /// A WRITE_ZEROES, which may fall back from punching a hole to zeroing the range.
-    write_zeroes: bool,
-    retries: u8,
-}
-
-/// A queue of a [`Loop`] device: one file operation per tag at most, on the queue's ring.
+/// A queue of a [`Loop`] device: its operations on the backing file, one per tag at most, on
+/// the queue's ring.
 #[derive(Debug)]
-pub struct LoopQueue {
-    ops: Vec<FileOp>,
-    /// The file system refused to zero a range (tmpfs cannot): zero by punching instead.
-    cannot_zero: bool,
-    /// The file system refused to punch a hole: zero WRITE_ZEROES ranges instead.
-    cannot_punch: bool,
-}
-
-const KEEP_SIZE_PUNCH: i32 = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-const KEEP_SIZE_ZERO: i32 = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
-
-impl LoopQueue {
-    /// Sends `tag`'s operation (the rest of it, for a transfer already partly done).
-    fn submit(&mut self, tag: u16, io: &mut IoContext<'_, '_>) -> io::Result<()> {
-        let op = self.ops[usize::from(tag)];
-        let file = io.file(0);
-        let sqe = match op.kind {
-            Kind::Read | Kind::Write => {
-                let base = io
-                    .buffer_ptr(tag)
-                    .ok_or_else(|| io::Error::from_raw_os_error(libc::EIO))?;
-                // done < len ≤ the buffer's length (checked when the request was decoded).
-                let at = base.wrapping_add(op.done as usize);
-                let len = (op.len - op.done) as u32;
-                let offset = op.offset + op.done;
-                if op.kind == Kind::Read {
-                    Sqe64::read(file, at, len, offset, 0)
-                } else {
-                    let mut sqe = Sqe64::write(file, at, len, offset, 0);
-                    if op.fua {
-                        sqe.op_flags = libc::RWF_DSYNC as u32;
-                    }
-                    sqe
-                }
-            }
-            Kind::Sync => Sqe64::fsync(file, true, 0),
-            Kind::Fallocate(mode) => Sqe64::fallocate(file, mode, op.offset, op.len, 0),
-        };
-        // SAFETY: a read or write points at `tag`'s buffer, from `done` to the request's
-        // length, inside the buffer. The tag stays Owned (its buffer ours alone) until
-        // `op_done` answers the request, which is after this operation completes.
-        unsafe { io.push(sqe, tag, 0) }
-    }
-
-    fn start(&mut self, tag: u16, op: FileOp, io: &mut IoContext<'_, '_>) -> Reply {
-        self.ops[usize::from(tag)] = op;
-        match self.submit(tag, io) {
-            Ok(()) => Reply::Later,
-            Err(_) => Reply::error(Errno::EIO),
-        }
-    }
-}
+pub struct LoopQueue(FileOps);
 
 impl TargetQueue for LoopQueue {
     fn serve(&mut self, req: &Request, io: &mut IoContext<'_, '_>) -> Reply {
-        if usize::from(req.tag) >= self.ops.len() {
-            return Reply::error(Errno::EIO);
-        }
-        let op = FileOp {
-            offset: req.offset,
-            len: req.len,
-            fua: req.flags.contains(IoFlags::FUA),
-            write_zeroes: req.op == IoOp::WriteZeroes,
-            ..FileOp::default()
-        };
-        let kind = match req.op {
-            IoOp::Read | IoOp::Write if req.len == 0 => return Reply::Done(0),
-            IoOp::Read => Kind::Read,
-            IoOp::Write => Kind::Write,
-            IoOp::Flush => Kind::Sync,
-            IoOp::Discard => Kind::Fallocate(KEEP_SIZE_PUNCH),
-            IoOp::WriteZeroes => {
-                let keep_allocated = req.flags.contains(IoFlags::NOUNMAP);
-                if (keep_allocated && !self.cannot_zero) || self.cannot_punch {
-                    Kind::Fallocate(KEEP_SIZE_ZERO)
-                } else {
-                    Kind::Fallocate(KEEP_SIZE_PUNCH)
-                }
-            }
-            _ => return Reply::error(Errno(libc::EOPNOTSUPP)),
-        };
-        self.start(req.tag, FileOp { kind, ..op }, io)
+        self.0.serve(req, io)
     }
 
     fn op_done(&mut self, tag: u16, _cookie: u32, result: i32, io: &mut IoContext<'_, '_>) {
-        let Some(op) = self.ops.get_mut(usize::from(tag)) else {
-            return;
-        };
-        let answer = match (op.kind, result) {
-            (Kind::Read | Kind::Write, n) if n > 0 => {
-                op.done += n as u64;
-                if op.done >= op.len {
-                    Some(op.len as i32)
-                } else {
-                    op.retries = 0;
-                    None
-                }
-            }
-            // End of file before the request's end: the file shrank under the device.
-            (Kind::Read | Kind::Write, 0) => Some(-libc::EIO),
-            (_, e) if (e == -libc::EAGAIN || e == -libc::EINTR) && op.retries < RETRIES => {
-                op.retries += 1;
-                None
-            }
-            // WRITE_ZEROES either way: punched or zeroed, the range reads as zeroes (NOUNMAP
-            // only asks to keep it allocated). Remembered, so the next one goes straight to
-            // what works.
-            (Kind::Fallocate(mode), e)
-                if e == -libc::EOPNOTSUPP && op.write_zeroes && op.retries == 0 =>
-            {
-                op.retries = 1;
-                if mode == KEEP_SIZE_PUNCH {
-                    self.cannot_punch = true;
-                    op.kind = Kind::Fallocate(KEEP_SIZE_ZERO);
-                } else {
-                    self.cannot_zero = true;
-                    op.kind = Kind::Fallocate(KEEP_SIZE_PUNCH);
-                }
-                None
-            }
-            (_, e) => Some(e.min(0)),
-        };
-        let answer = answer.or_else(|| self.submit(tag, io).err().map(|_| -libc::EIO));
-        if let Some(result) = answer {
-            io.complete(tag, result);
-        }
+        self.0.op_done(tag, result, io);
     }
 }
 

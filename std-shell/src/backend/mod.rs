@@ -9,9 +9,32 @@
 //!   completed (a file-backed target submits its reads and writes there), so the queue thread
 //!   never blocks on them. Every `Backend` is served as a `Target` by [`Blocking`].
 //!
+//! # Data paths
+//! A device moves request data one of three ways ([`DataPath`], chosen when it is built):
+//!
+//! - **copy**: each tag has a buffer in the server; the driver copies a WRITE's data into it
+//!   before the request arrives and a READ's data out of it after the answer
+//!   ([`IoContext::buffer`]). Every kernel, every target.
+//! - **user copy** (`USER_COPY`, Linux 6.5): the driver copies nothing; the target copies
+//!   between the request and its own memory with [`IoContext::copy_to_request`] and
+//!   [`IoContext::copy_from_request`] (`pwrite`/`pread` of `/dev/ublkcN`), so a target whose
+//!   data already sits in memory (a RAM disk) copies once, and one that needs none (null)
+//!   copies nothing.
+//! - **zero copy** (`AUTO_BUF_REG`, Linux 6.16): the driver registers the request's pages in
+//!   the queue's ring; the target's own operations read a file straight into them or write
+//!   them straight out ([`IoContext::read_into_request`], [`IoContext::write_from_request`]),
+//!   and no byte passes through the server. User copy works here too.
+//!
+//! A target says which it serves, best first ([`Target::data_paths`]); the builder takes the
+//! first the running kernel has, unless told otherwise. A [`Backend`] works on every path:
+//! it reads and writes a buffer of ours, which the library fills from the request (copy:
+//! the driver's copy; user copy and zero copy: a `pread`/`pwrite` of `/dev/ublkcN`, one
+//! syscall more per request), so it prefers the copy path; zero copy gains it nothing.
+//!
 //! Several devices, each with its own backend, can run in one process.
 
 mod file;
+mod file_ops;
 mod mem;
 mod null;
 
@@ -20,11 +43,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ublk_core::abi::uring::Sqe64;
-use ublk_core::{Errno, IoOp, Queue, QueueError, RawFd};
+use ublk_core::{DataPath, Errno, IoOp, Queue, QueueError, RawFd, RequestIo};
 
 pub use crate::device::DiscardLimits;
 pub use file::{Loop, LoopOptions, LoopQueue};
-pub use mem::Mem;
+pub use mem::{Mem, MemQueue};
 pub use null::{Null, NullQueue};
 pub use ublk_core::abi::IoFlags;
 
@@ -51,6 +74,11 @@ pub struct Properties {
     pub fua: Option<bool>,
     /// It takes DISCARD and WRITE_ZEROES within these limits.
     pub discard: Option<DiscardLimits>,
+    /// The alignment, in bytes (a power of two up to a page), it needs of the memory of
+    /// requests it hands to the kernel as they are: a backing file's direct-I/O memory
+    /// alignment on the zero-copy path. The block layer then bounces or refuses I/O from
+    /// buffers less aligned.
+    pub dma_alignment: Option<u32>,
 }
 
 /// What a [`Target`] is told about a queue it opens.
@@ -60,8 +88,11 @@ pub struct QueueInfo {
     pub id: u16,
     /// Its tags: requests are numbered `0..depth`.
     pub depth: u16,
-    /// Bytes in each tag's buffer: the largest READ or WRITE, rounded up to a page.
+    /// Bytes in each tag's buffer: the largest READ or WRITE, rounded up to a page; 0 if the
+    /// queue has none (see [`Target::wants_buffers`]).
     pub buffer_bytes: usize,
+    /// How request data moves on this device.
+    pub data_path: DataPath,
 }
 
 /// One request, decoded and checked. Offsets and lengths are in bytes.
@@ -166,13 +197,30 @@ pub trait Target: Send + Sync + 'static {
     fn properties(&self) -> Properties {
         Properties::default()
     }
+
+    /// The data paths this target serves, best first: the builder takes the first the running
+    /// kernel has, and refuses by name one asked for that is not in the list. The default is
+    /// the copy path alone, where [`IoContext::buffer`] holds the data; a target that reaches
+    /// the data otherwise lists the paths it handles.
+    fn data_paths(&self) -> &'static [DataPath] {
+        &[DataPath::Copy]
+    }
+
+    /// Whether the queues need a buffer per tag (of the largest I/O) on `path`, besides the
+    /// copy path, which always has them: e.g. to stage data between a file and the request
+    /// on the user-copy path. The default is yes.
+    fn wants_buffers(&self, path: DataPath) -> bool {
+        let _ = path;
+        true
+    }
 }
 
 /// A queue's part of a [`Target`]: called on the queue's thread, never concurrently.
 pub trait TargetQueue {
     /// Serves `req`: answer with [`Reply::Done`], or with [`Reply::Later`] and then, once the
-    /// work is done, [`IoContext::complete`]. The request's data (WRITE) is in, or goes to
-    /// (READ), [`IoContext::buffer`]`(req.tag)` until it is answered.
+    /// work is done, [`IoContext::complete`]. On the copy path the request's data (WRITE) is
+    /// in, or goes to (READ), [`IoContext::buffer`]`(req.tag)` until it is answered; on the
+    /// others see the [module docs](self).
     fn serve(&mut self, req: &Request, io: &mut IoContext<'_, '_>) -> Reply;
 
     /// An operation this target queued with [`IoContext::push`] finished with `result`.
@@ -208,8 +256,14 @@ impl<'q, 't> IoContext<'q, 't> {
         self.queue.config().q_id
     }
 
-    /// `tag`'s buffer while its request is unanswered (`None` otherwise). Its length is the
-    /// device's largest I/O, rounded up to a page; the request's data is at the start.
+    /// How request data moves on this device.
+    pub fn data_path(&self) -> DataPath {
+        self.queue.config().data_path
+    }
+
+    /// `tag`'s buffer while its request is unanswered (`None` otherwise, or if the queue has
+    /// no buffers). Its length is the device's largest I/O, rounded up to a page. On the copy
+    /// path the request's data is at the start; on the others it is the target's own memory.
     pub fn buffer(&mut self, tag: u16) -> Option<&mut [u8]> {
         self.queue.buffer(tag)
     }
@@ -217,6 +271,89 @@ impl<'q, 't> IoContext<'q, 't> {
     /// The address of `tag`'s buffer (page-aligned), for the target's own operations.
     pub fn buffer_ptr(&self, tag: u16) -> Option<*mut u8> {
         self.queue.buffer_ptr(tag)
+    }
+
+    /// Zero copy: reads `io.file` straight into the pages of `tag`'s request, as an operation
+    /// on the queue's ring that comes back to [`TargetQueue::op_done`] with `cookie`. No byte
+    /// passes through this process. Fails unless the device is on the zero-copy path and
+    /// `tag`'s request is unanswered.
+    pub fn read_into_request(&mut self, tag: u16, io: RequestIo, cookie: u32) -> io::Result<()> {
+        self.queue
+            .read_into_request(tag, io, cookie)
+            .map_err(queue_error)
+    }
+
+    /// Zero copy: writes the pages of `tag`'s request straight to `io.file`; see
+    /// [`IoContext::read_into_request`].
+    pub fn write_from_request(&mut self, tag: u16, io: RequestIo, cookie: u32) -> io::Result<()> {
+        self.queue
+            .write_from_request(tag, io, cookie)
+            .map_err(queue_error)
+    }
+
+    /// User copy (also on the zero-copy path): copies `data` into `tag`'s request from byte
+    /// `offset` on, all of it or an error (EIO past the request's end).
+    pub fn copy_to_request(&self, tag: u16, offset: u32, data: &[u8]) -> io::Result<()> {
+        whole(self.queue.copy_to_request(tag, offset, data), data.len())
+    }
+
+    /// User copy: fills `buf` from `tag`'s request, from byte `offset` on; see
+    /// [`IoContext::copy_to_request`].
+    pub fn copy_from_request(&self, tag: u16, offset: u32, buf: &mut [u8]) -> io::Result<()> {
+        let len = buf.len();
+        whole(self.queue.copy_from_request(tag, offset, buf), len)
+    }
+
+    /// User copy: the first `len` bytes of `tag`'s own [`buffer`](IoContext::buffer) into its
+    /// request.
+    pub fn copy_buffer_to_request(&self, tag: u16, len: usize) -> io::Result<()> {
+        whole(self.queue.copy_buffer_to_request(tag, len), len)
+    }
+
+    /// User copy: the first `len` bytes of `tag`'s request into its own
+    /// [`buffer`](IoContext::buffer).
+    pub fn copy_request_to_buffer(&self, tag: u16, len: usize) -> io::Result<()> {
+        whole(self.queue.copy_request_to_buffer(tag, len), len)
+    }
+
+    /// User copy from memory no Rust reference may cover (a mapping several queues use at
+    /// once): `len` bytes at `src` into `tag`'s request at `offset`.
+    ///
+    /// # Safety
+    /// `src` must be valid for reads of `len` bytes during the call, and no `&mut` reference
+    /// into that memory may be alive.
+    pub unsafe fn copy_to_request_raw(
+        &self,
+        tag: u16,
+        offset: u32,
+        src: *const u8,
+        len: usize,
+    ) -> io::Result<()> {
+        // SAFETY: forwarded to the caller.
+        whole(
+            unsafe { self.queue.copy_to_request_raw(tag, offset, src, len) },
+            len,
+        )
+    }
+
+    /// User copy into memory no Rust reference may cover: `len` bytes of `tag`'s request from
+    /// `offset` to `dst`.
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of `len` bytes during the call, and no Rust reference
+    /// into that memory may be alive.
+    pub unsafe fn copy_from_request_raw(
+        &self,
+        tag: u16,
+        offset: u32,
+        dst: *mut u8,
+        len: usize,
+    ) -> io::Result<()> {
+        // SAFETY: forwarded to the caller.
+        whole(
+            unsafe { self.queue.copy_from_request_raw(tag, offset, dst, len) },
+            len,
+        )
     }
 
     /// Target file `index` (from [`Target::files`]) as a registered file of this ring.
@@ -243,8 +380,23 @@ impl<'q, 't> IoContext<'q, 't> {
     /// must stay valid, and untouched by anything else, until `op_done` is called for it.
     pub unsafe fn push(&mut self, sqe: Sqe64, tag: u16, cookie: u32) -> io::Result<()> {
         // SAFETY: forwarded to the caller.
-        unsafe { self.queue.push_target(sqe, tag, cookie) }
-            .map_err(|e| io::Error::other(e.to_string()))
+        unsafe { self.queue.push_target(sqe, tag, cookie) }.map_err(queue_error)
+    }
+}
+
+fn queue_error(e: QueueError) -> io::Error {
+    match e {
+        QueueError::Ring(ublk_core::RingError::Enter(errno)) => std::io::Error::from(errno),
+        e => io::Error::other(e.to_string()),
+    }
+}
+
+/// A user copy that must move `want` bytes: a short one is EIO (the request is shorter).
+fn whole(copied: Result<usize, Errno>, want: usize) -> io::Result<()> {
+    match copied {
+        Ok(n) if n == want => Ok(()),
+        Ok(_) => Err(io::Error::from_raw_os_error(libc::EIO)),
+        Err(errno) => Err(std::io::Error::from(errno)),
     }
 }
 
@@ -262,6 +414,11 @@ impl<B: Backend> Target for Blocking<B> {
     fn properties(&self) -> Properties {
         self.0.properties()
     }
+
+    /// Every path; copy first, which costs a backend the least (see the module docs).
+    fn data_paths(&self) -> &'static [DataPath] {
+        &[DataPath::Copy, DataPath::UserCopy, DataPath::ZeroCopy]
+    }
 }
 
 /// A queue's handle on a [`Blocking`] backend.
@@ -273,16 +430,27 @@ impl<B: Backend> TargetQueue for BlockingQueue<B> {
         let b = &*self.0;
         match req.op {
             IoOp::Read | IoOp::Write => {
+                // len ≤ buffer length: checked when the request was decoded.
+                let len = req.len as usize;
+                // Off the copy path the data crosses between the request and our buffer here.
+                let staged = io.data_path() != DataPath::Copy;
+                if staged && req.op == IoOp::Write {
+                    if let Err(e) = io.copy_request_to_buffer(req.tag, len) {
+                        return Reply::from_result(Err(e), 0);
+                    }
+                }
                 let Some(buf) = io.buffer(req.tag) else {
                     return Reply::error(Errno::EIO);
                 };
-                // len ≤ buffer length: checked when the request was decoded.
-                let buf = &mut buf[..req.len as usize];
-                let result = if req.op == IoOp::Read {
+                let buf = &mut buf[..len];
+                let mut result = if req.op == IoOp::Read {
                     b.read(req.offset, buf)
                 } else {
                     b.write(req.offset, buf, req.flags.contains(IoFlags::FUA))
                 };
+                if staged && req.op == IoOp::Read && result.is_ok() {
+                    result = io.copy_buffer_to_request(req.tag, len);
+                }
                 Reply::from_result(result, req.full_result())
             }
             IoOp::Flush => Reply::from_result(b.flush(), 0),

@@ -1,13 +1,19 @@
-//! The null target: writes are acknowledged and dropped, reads return zeroes.
+//! The null target: writes are acknowledged and dropped; reads touch nothing, or return
+//! zeroes on the copy path.
 
 use std::io;
 
-use ublk_core::IoOp;
+use ublk_core::{DataPath, IoOp};
 
 use super::{IoContext, Properties, QueueInfo, Reply, Request, Target, TargetQueue};
 
-/// A device that stores nothing: writes succeed and vanish, reads return zeroes, FLUSH,
-/// DISCARD and WRITE_ZEROES succeed. For measuring the I/O path and testing.
+/// A device that stores nothing: writes succeed and vanish, FLUSH, DISCARD and WRITE_ZEROES
+/// succeed. For measuring the I/O path and testing.
+///
+/// What a read returns depends on the data path, as with the kernel's `null_blk`: on the
+/// user-copy and zero-copy paths nothing is copied at all, so a read leaves the reader's pages
+/// as they were (like `null_blk` without `memory_backed`); on the copy path the driver copies a
+/// buffer of ours, which is kept zeroed, so reads return zeroes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Null {
     size: u64,
@@ -35,6 +41,16 @@ impl Target for Null {
             ..Properties::default()
         }
     }
+
+    /// Off the copy path a request costs no data movement; user copy also skips the buffer
+    /// registration that zero copy has the driver do for every request.
+    fn data_paths(&self) -> &'static [DataPath] {
+        &[DataPath::UserCopy, DataPath::ZeroCopy, DataPath::Copy]
+    }
+
+    fn wants_buffers(&self, _path: DataPath) -> bool {
+        false
+    }
 }
 
 /// A queue of a [`Null`] device.
@@ -53,6 +69,10 @@ impl TargetQueue for NullQueue {
             return Reply::error(ublk_core::Errno::EIO);
         }
         match req.op {
+            // Nothing to copy where the driver copies nothing.
+            IoOp::Read | IoOp::Write if io.data_path() != DataPath::Copy => {
+                Reply::Done(req.full_result())
+            }
             IoOp::Read => {
                 let dirty = &mut self.dirty[tag];
                 if *dirty > 0 {

@@ -153,6 +153,7 @@ fn geometry(p: &mut Prng) -> Geometry {
             max_discard_bytes: p.interesting_u64(),
             max_write_zeroes_bytes: p.interesting_u64(),
         }),
+        dma_alignment: None,
     };
     let spoil = |p: &mut Prng| p.chance(1, 6);
     if spoil(p) {
@@ -173,6 +174,14 @@ fn geometry(p: &mut Prng) -> Geometry {
         } else {
             p.interesting_u32()
         };
+    }
+    // Drawn last, so that the earlier draws (and the regression seed below) stay as they were.
+    if p.chance(1, 3) {
+        g.dma_alignment = Some(if p.bool() {
+            1 << p.below(14)
+        } else {
+            p.interesting_u32()
+        });
     }
     g
 }
@@ -205,6 +214,12 @@ fn geometry_faults(g: &Geometry, max_io_bytes: u32) -> Vec<&'static str> {
         .is_some_and(|d| d.granularity == 0 || d.granularity % lbs.max(1) != 0)
     {
         faults.push("discard granularity");
+    }
+    // 0 and 1 mean "any alignment"; the rest a power of two up to a page.
+    if g.dma_alignment
+        .is_some_and(|a| a > 1 && !pow2_in(a, 2, page))
+    {
+        faults.push("DMA alignment");
     }
     faults
 }
@@ -268,10 +283,21 @@ fn geometry_case(p: &mut Prng) {
                     | attr(g.fua, Attrs::FUA)
             );
             let clamp = |bytes: u64| (bytes / 512).min(u64::from(u32::MAX)) as u32;
+            let dma = g.dma_alignment.filter(|&a| a > 1);
+            let dma_type = if dma.is_some() {
+                ParamTypes::DMA_ALIGN
+            } else {
+                ParamTypes::empty()
+            };
+            // The kernel takes a mask: alignment - 1.
+            assert_eq!(params.dma.alignment, dma.map_or(0, |a| a - 1));
             match g.discard {
-                None => assert_eq!(params.types, ParamTypes::BASIC),
+                None => assert_eq!(params.types, ParamTypes::BASIC | dma_type),
                 Some(d) => {
-                    assert_eq!(params.types, ParamTypes::BASIC | ParamTypes::DISCARD);
+                    assert_eq!(
+                        params.types,
+                        ParamTypes::BASIC | ParamTypes::DISCARD | dma_type
+                    );
                     let pd = params.discard;
                     assert_eq!(pd.discard_granularity, d.granularity);
                     assert_eq!(pd.max_discard_sectors, clamp(d.max_discard_bytes));
@@ -319,6 +345,7 @@ fn fuzz_settings_resolve_by_precedence_or_name_what_the_backend_cannot_serve() {
             volatile_cache: maybe(p, Prng::bool),
             fua: maybe(p, Prng::bool),
             discard: maybe(p, |p| geometry(p).discard).flatten(),
+            dma_alignment: maybe(p, |p| 1 << p.below(13)),
         };
         // Builder, else backend, else default; refused: a size beyond the backend's, a block
         // size below its minimum, writes to a read-only backend.
@@ -357,6 +384,7 @@ fn fuzz_settings_resolve_by_precedence_or_name_what_the_backend_cannot_serve() {
                         volatile_cache: cache,
                         fua,
                         discard: s.discard.or(b.discard),
+                        dma_alignment: b.dma_alignment,
                     }
                 );
             }

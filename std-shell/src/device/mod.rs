@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ublk_core::{Errno, Features};
+use ublk_core::{DataPath, Errno, Features};
 
 use crate::backend::{Backend, Blocking, Target};
 use crate::control::{Controller, DeviceInfo, NewDevice};
@@ -37,6 +37,9 @@ pub struct DeviceBuilder {
     new: NewDevice,
     settings: Settings,
     recovery: Recovery,
+    /// `None`: the best the target serves and the kernel has.
+    data_path: Option<DataPath>,
+    force_buffer_fallback: bool,
     control_path: PathBuf,
     timeout: Option<Duration>,
 }
@@ -47,6 +50,8 @@ impl Default for DeviceBuilder {
             new: NewDevice::default(),
             settings: Settings::default(),
             recovery: Recovery::Off,
+            data_path: None,
+            force_buffer_fallback: false,
             control_path: PathBuf::from(Controller::DEFAULT_PATH),
             timeout: None,
         }
@@ -153,6 +158,27 @@ impl DeviceBuilder {
         self
     }
 
+    /// How request data moves between the block layer and the target ([`DataPath`]). The
+    /// default (auto) is the first of the target's [`data_paths`](Target::data_paths) that
+    /// the running kernel has: zero copy or user copy where the target benefits, else copy.
+    /// A path the target does not serve, or the kernel lacks ([`Error::Unsupported`]), is
+    /// refused before the device is added.
+    pub fn data_path(mut self, path: DataPath) -> Self {
+        self.data_path = Some(path);
+        self
+    }
+
+    /// For testing a server's zero-copy fallback: the driver is asked to register each
+    /// request's pages where it cannot, so that every request with data arrives flagged
+    /// `NEED_REG_BUF` and the library registers its buffer by hand (REGISTER_IO_BUF before
+    /// the target's first operation on it, UNREGISTER_IO_BUF before the answer), as it does
+    /// for any request whose automatic registration fails. Slower; only for tests. Counted in
+    /// [`Stats::buffer_fallbacks`].
+    pub fn force_buffer_fallback(mut self, on: bool) -> Self {
+        self.force_buffer_fallback = on;
+        self
+    }
+
     /// The control device (default `/dev/ublk-control`).
     pub fn control_path(mut self, path: impl AsRef<Path>) -> Self {
         self.control_path = path.as_ref().to_path_buf();
@@ -198,9 +224,23 @@ impl DeviceBuilder {
         let size = geometry.checked_size()?;
 
         let mut ctrl = self.open_control()?;
+        let kernel = ctrl.control().driver_features();
+        // NEED_GET_DATA is the copy path's: asked for, it settles what auto picks.
+        let asked = match self.data_path {
+            None if new.flags.contains(Features::NEED_GET_DATA) => Some(DataPath::Copy),
+            asked => asked,
+        };
+        let path = choose_data_path(asked, target.data_paths(), kernel)?;
+        if path != DataPath::Copy && new.flags.contains(Features::NEED_GET_DATA) {
+            return Err(Error::invalid(
+                "flags",
+                format!("NEED_GET_DATA belongs to the copy path, not {path}"),
+            ));
+        }
+        new.flags |= path.flags();
         // An older driver ignores flags it does not know: the device would come up without
         // what was asked for (a FAIL_IO device that queues I/O instead), so ask first.
-        if let Some(kernel) = ctrl.control().driver_features() {
+        if let Some(kernel) = kernel {
             if self.recovery != Recovery::Off && kernel.contains(Features::QUIESCE) {
                 new.flags |= Features::QUIESCE;
             }
@@ -214,6 +254,16 @@ impl DeviceBuilder {
         }
         let info = ctrl.add(&new)?;
         let mut device = Device::new(info, ctrl, properties.size.unwrap_or(size));
+        device.force_buffer_fallback = self.force_buffer_fallback;
+        let granted = info.flags();
+        if !granted.contains(path.flags()) {
+            // A driver too old to say what it supports dropped what it did not know.
+            let _ = device.shut_down();
+            return Err(Error::Unsupported {
+                what: format!("data path {path}"),
+                missing: path.flags() - granted,
+            });
+        }
         match device.bring_up(&geometry, Arc::new(target)) {
             Ok(()) => Ok(device),
             Err(e) => {
@@ -253,6 +303,13 @@ pub struct Stats {
     /// Tag transitions refused and completions no tag could place: always 0 unless the
     /// server or the driver misbehaved. Updated when a queue ends.
     pub anomalies: u64,
+    /// Zero copy: requests whose pages the driver could not register automatically, whose
+    /// buffer the library registered by hand (see
+    /// [`DeviceBuilder::force_buffer_fallback`]).
+    pub buffer_fallbacks: u64,
+    /// Zero copy: registrations by hand the driver refused (those requests failed). Updated
+    /// when a queue ends.
+    pub buffer_errors: u64,
 }
 
 /// A started ublk device, serving `/dev/ublkb<id>` from its queue threads. Stops and deletes
@@ -264,6 +321,7 @@ pub struct Device {
     queues: Vec<QueueHandle>,
     /// Bytes: the most the backend holds, so the most the device may be resized to.
     size_limit: u64,
+    force_buffer_fallback: bool,
     started: bool,
     finished: bool,
 }
@@ -280,9 +338,15 @@ impl Device {
             ctrl,
             queues: Vec::new(),
             size_limit,
+            force_buffer_fallback: false,
             started: false,
             finished: false,
         }
+    }
+
+    /// How request data moves on this device (from the flags the driver granted).
+    pub fn data_path(&self) -> DataPath {
+        DataPath::of(self.info.flags())
     }
 
     /// The device id.
@@ -330,6 +394,8 @@ impl Device {
             s.other += n(5);
             s.errors += st.errors.load(Ordering::Relaxed);
             s.anomalies += st.anomalies.load(Ordering::Relaxed);
+            s.buffer_fallbacks += st.buffer_fallbacks.load(Ordering::Relaxed);
+            s.buffer_errors += st.buffer_errors.load(Ordering::Relaxed);
         }
         s
     }
@@ -404,6 +470,8 @@ impl Device {
 
         let (ready_tx, ready_rx) = mpsc::channel();
         let encoding = self.ctrl.control().encoding();
+        let data_path = self.data_path();
+        let buffers = target.wants_buffers(data_path);
         for q_id in 0..self.info.queues() {
             let spec = QueueSpec {
                 dev_id: id,
@@ -413,6 +481,9 @@ impl Device {
                 dev_bytes: self.size_limit,
                 encoding,
                 need_get_data: self.info.flags().contains(Features::NEED_GET_DATA),
+                data_path,
+                buffers,
+                force_buffer_fallback: self.force_buffer_fallback,
                 cpus: self.ctrl.queue_affinity(id, q_id)?,
             };
             let handle = queue_thread::spawn(
@@ -519,6 +590,47 @@ impl Drop for Device {
     }
 }
 
+/// The data path to add a device with: the one asked for, if the target serves it and the
+/// kernel has it, else (auto) the first of the target's list the kernel has. `kernel` is
+/// `None` where the driver cannot say (no GET_FEATURES): only copy is certain then.
+fn choose_data_path(
+    asked: Option<DataPath>,
+    served: &[DataPath],
+    kernel: Option<Features>,
+) -> Result<DataPath> {
+    let kernel = kernel.unwrap_or(Features::empty());
+    let names = || {
+        served
+            .iter()
+            .map(|p| p.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match asked {
+        Some(path) if !served.contains(&path) => Err(Error::invalid(
+            "data path",
+            format!("the target cannot serve {path}; it serves {}", names()),
+        )),
+        Some(path) => match path.flags() - kernel {
+            missing if missing.is_empty() => Ok(path),
+            missing => Err(Error::Unsupported {
+                what: format!("data path {path}"),
+                missing,
+            }),
+        },
+        None => served
+            .iter()
+            .copied()
+            .find(|p| kernel.contains(p.flags()))
+            .ok_or_else(|| Error::Unsupported {
+                what: format!("every data path the target serves ({})", names()),
+                missing: served
+                    .iter()
+                    .fold(Features::empty(), |m, p| m | (p.flags() - kernel)),
+            }),
+    }
+}
+
 fn wait_for_path(path: &Path, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while !path.exists() {
@@ -528,4 +640,47 @@ fn wait_for_path(path: &Path, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(5));
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL_PATHS: &[DataPath] = &[DataPath::ZeroCopy, DataPath::UserCopy, DataPath::Copy];
+
+    #[test]
+    fn auto_takes_the_targets_first_path_the_kernel_has() {
+        let k612 = Some(Features::USER_COPY | Features::USER_RECOVERY);
+        let k7 = Some(Features::USER_COPY | Features::AUTO_BUF_REG | Features::SUPPORT_ZERO_COPY);
+        let pick = |served, kernel| choose_data_path(None, served, kernel).unwrap();
+        assert_eq!(pick(ALL_PATHS, k7), DataPath::ZeroCopy);
+        assert_eq!(pick(ALL_PATHS, k612), DataPath::UserCopy);
+        // Without GET_FEATURES only copy is certain.
+        assert_eq!(pick(ALL_PATHS, None), DataPath::Copy);
+        assert_eq!(pick(&[DataPath::Copy], k7), DataPath::Copy);
+        // AUTO_BUF_REG alone is not enough: the fallback needs SUPPORT_ZERO_COPY.
+        let partial = Some(Features::AUTO_BUF_REG | Features::USER_COPY);
+        assert_eq!(pick(ALL_PATHS, partial), DataPath::UserCopy);
+    }
+
+    #[test]
+    fn a_path_the_target_or_kernel_lacks_is_refused_by_name() {
+        let k612 = Some(Features::USER_COPY);
+        let e = choose_data_path(Some(DataPath::ZeroCopy), ALL_PATHS, k612).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("data path zero-copy"), "{msg}");
+        assert!(msg.contains("AUTO_BUF_REG"), "{msg}");
+        let e = choose_data_path(Some(DataPath::UserCopy), &[DataPath::Copy], k612).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid data path: the target cannot serve user-copy; it serves copy"
+        );
+        // A target with no path the kernel has (a zero-copy-only one on 6.12).
+        let e = choose_data_path(None, &[DataPath::ZeroCopy], k612).unwrap_err();
+        assert!(e.to_string().contains("AUTO_BUF_REG"), "{e}");
+        assert_eq!(
+            choose_data_path(Some(DataPath::Copy), ALL_PATHS, None).unwrap(),
+            DataPath::Copy
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! A device's geometry and block-layer attributes, checked and turned into SET_PARAMS.
 
-use ublk_core::abi::{Attrs, UblkParamBasic, UblkParamDiscard, UblkParams};
+use ublk_core::abi::{Attrs, UblkParamBasic, UblkParamDiscard, UblkParamDmaAlign, UblkParams};
 
 use crate::backend::Properties;
 use crate::error::{Error, Result};
@@ -29,6 +29,8 @@ pub(crate) struct Geometry {
     pub volatile_cache: bool,
     pub fua: bool,
     pub discard: Option<DiscardLimits>,
+    /// Bytes the request's memory must be aligned to (`None` or 1: any).
+    pub dma_alignment: Option<u32>,
 }
 
 impl Default for Geometry {
@@ -42,6 +44,7 @@ impl Default for Geometry {
             volatile_cache: false,
             fua: false,
             discard: None,
+            dma_alignment: None,
         }
     }
 }
@@ -116,6 +119,7 @@ impl Settings {
             volatile_cache,
             fua,
             discard: self.discard.or(backend.discard),
+            dma_alignment: backend.dma_alignment,
         })
     }
 }
@@ -202,6 +206,19 @@ impl Geometry {
             dev_sectors: size >> 9,
             virt_boundary_mask: 0,
         });
+        if let Some(align) = self.dma_alignment.filter(|&a| a > 1) {
+            if !align.is_power_of_two() || align > page {
+                return Err(Error::invalid(
+                    "DMA alignment",
+                    format!("must be a power of two up to the page size ({page}), got {align}"),
+                ));
+            }
+            // The kernel takes a mask.
+            params = params.with_dma_align(UblkParamDmaAlign {
+                alignment: align - 1,
+                ..Default::default()
+            });
+        }
         if let Some(d) = self.discard {
             if d.granularity == 0 || d.granularity % self.logical_block_size != 0 {
                 return Err(Error::invalid(

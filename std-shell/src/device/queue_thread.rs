@@ -12,7 +12,7 @@ use ublk_core::abi::uring::{
     IORING_SETUP_COOP_TASKRUN, IORING_SETUP_DEFER_TASKRUN, IORING_SETUP_SINGLE_ISSUER,
 };
 use ublk_core::{
-    Errno, Event, IoOp, OpEncoding, Queue, QueueConfig, QueueError, RingError, TagSlot,
+    DataPath, Errno, Event, IoOp, OpEncoding, Queue, QueueConfig, QueueError, RingError, TagSlot,
 };
 
 use crate::backend::{IoContext, QueueInfo, Reply, Request, Target, TargetQueue};
@@ -30,6 +30,11 @@ pub(crate) struct QueueSpec {
     pub dev_bytes: u64,
     pub encoding: OpEncoding,
     pub need_get_data: bool,
+    pub data_path: DataPath,
+    /// A buffer per tag besides the copy path's (the target wants them).
+    pub buffers: bool,
+    /// Zero copy: make every request take the registration fallback (tests).
+    pub force_buffer_fallback: bool,
     /// The queue's CPUs (GET_QUEUE_AFFINITY): the thread runs on the first it may use.
     pub cpus: Vec<usize>,
 }
@@ -43,6 +48,10 @@ pub(crate) struct QueueStats {
     pub errors: AtomicU64,
     /// Refused tag transitions and completions the queue could not place.
     pub anomalies: AtomicU64,
+    /// Zero copy: requests whose pages the driver could not register, registered by hand.
+    pub buffer_fallbacks: AtomicU64,
+    /// Zero copy: registrations by hand the driver refused.
+    pub buffer_errors: AtomicU64,
     /// The queue ended because the driver aborted every tag (the device was stopped).
     pub ended_by_abort: AtomicBool,
 }
@@ -124,6 +133,7 @@ fn run<T: Target>(
             id: spec.q_id,
             depth: spec.depth,
             buffer_bytes: queue.buffer_len(),
+            data_path: spec.data_path,
         };
         let target_queue = target
             .open_queue(&info)
@@ -150,6 +160,12 @@ fn run<T: Target>(
     let result = serve(&mut queue, &mut target_queue, stats, &spec);
     let anomalies = queue.tags().invalid_transitions() + queue.unexpected_completions();
     stats.anomalies.store(anomalies, Ordering::Relaxed);
+    stats
+        .buffer_fallbacks
+        .store(queue.buffer_fallbacks(), Ordering::Relaxed);
+    stats
+        .buffer_errors
+        .store(queue.buffer_errors(), Ordering::Relaxed);
     // The queue (and its ring, which holds /dev/ublkcN too) goes before our reference to
     // the char device, so the last one closed lets DEL_DEV finish.
     drop(queue);
@@ -176,6 +192,9 @@ fn open_queue<'t>(
 ) -> Result<Queue<'t>, QueueError> {
     let mut cfg = QueueConfig::new(spec.q_id, spec.depth, spec.buf_bytes, spec.encoding);
     cfg.need_get_data = spec.need_get_data;
+    cfg.data_path = spec.data_path;
+    cfg.buffers = spec.buffers;
+    cfg.force_buffer_fallback = spec.force_buffer_fallback;
     cfg.ring_flags =
         IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
     match Queue::new(cfg, files, slots) {
@@ -287,6 +306,10 @@ fn serve<Q: TargetQueue>(
                 return Err(format!("serving I/O: {e}"));
             }
         }
+        // Zero copy's counters, for anyone watching while the device runs.
+        stats
+            .buffer_fallbacks
+            .store(queue.buffer_fallbacks(), Ordering::Relaxed);
         if queue.is_finished() {
             stats.ended_by_abort.store(true, Ordering::Release);
             return Ok(());

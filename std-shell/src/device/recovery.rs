@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ublk_core::abi::{Attrs, ParamTypes, UblkParams};
-use ublk_core::{DevState, Errno, Features};
+use ublk_core::{DataPath, DevState, Errno, Features};
 
 use super::{Device, DeviceBuilder, NODE_TIMEOUT, Settings, wait_for_path};
 use crate::backend::{Backend, Blocking, Target};
@@ -143,8 +143,9 @@ impl DeviceBuilder {
     /// queue fetching every tag, END_USER_RECOVERY. Returns once the device is live again,
     /// with the same `/dev/ublkb<id>`; I/O that waited is then served.
     ///
-    /// The queues, depth, I/O size and parameters are the device's, as the kernel kept them:
-    /// of this builder only the control path and the command timeout apply. `target` must
+    /// The queues, depth, I/O size, parameters and data path are the device's, as the kernel
+    /// kept them: of this builder only the control path, the command timeout and the
+    /// buffer-registration fallback for tests apply. `target` must
     /// hold the device's size and serve its logical block size, and must be writable unless
     /// the device is read-only: it should be the same storage the dead server had.
     ///
@@ -161,6 +162,23 @@ impl DeviceBuilder {
             return Err(Error::state(
                 id,
                 "it was created without recovery, so no new server can take it over",
+            ));
+        }
+        // The data path is the device's, as it was added: the target must serve it.
+        let path = DataPath::of(info.flags());
+        if !info.flags().contains(path.flags()) {
+            return Err(Error::state(
+                id,
+                format!(
+                    "its data path is {path} with buffers registered by hand ({}), which this library does not serve",
+                    info.flags() & path.flags()
+                ),
+            ));
+        }
+        if !target.data_paths().contains(&path) {
+            return Err(Error::state(
+                id,
+                format!("it is served on the {path} data path, which the target cannot serve"),
             ));
         }
         let params = ctrl.params(id)?;
@@ -180,6 +198,7 @@ impl DeviceBuilder {
         start_recovery(&mut ctrl, id, info)?;
         let size_limit = properties.size.unwrap_or(served.size);
         let mut device = Device::new(info, ctrl, size_limit);
+        device.force_buffer_fallback = self.force_buffer_fallback;
         let attached = device
             .serve_queues(Arc::new(target))
             .and_then(|()| device.ctrl.end_user_recovery(id, ublk_core::sys::getpid()));

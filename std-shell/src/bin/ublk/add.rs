@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ublk::signal::{TerminationSignals, signal_name};
 use ublk::sys::abi::io::{UBLK_IO_BUF_BITS, UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH};
-use ublk::{DevState, Device, DeviceBuilder, Recovery};
+use ublk::{DataPath, DevState, Device, DeviceBuilder, Recovery};
 
 use crate::args::{self, Opt, Parsed, Usage};
 use crate::state::{self, Record};
@@ -86,6 +86,15 @@ pub const OPTS: &[Opt] = &[
     },
     Opt {
         short: None,
+        long: "data-path",
+        value: Some("PATH"),
+        help: "how request data moves: auto (default: the best the kernel and the target allow), \
+               zero-copy (the driver lends the request's pages to the target's own I/O; Linux \
+               6.16+), user-copy (the target copies to and from /dev/ublkcN; Linux 6.5+) or \
+               copy (through a buffer of the server; every kernel)",
+    },
+    Opt {
+        short: None,
         long: "foreground",
         value: None,
         help: "serve in this process until Ctrl-C, SIGTERM or `ublk del`, instead of a daemon",
@@ -137,6 +146,14 @@ impl AddOptions {
         let target = TargetSpec {
             kind,
             file,
+            data_path: p
+                .parsed("data-path", |v| match v {
+                    "auto" => Ok(None),
+                    v => DataPath::from_name(v).map(Some).ok_or_else(|| {
+                        format!("'{v}' is not a data path (auto, zero-copy, user-copy or copy)")
+                    }),
+                })?
+                .flatten(),
             size: p.parsed("size", args::sectors)?,
             buffered: p.flag("buffered"),
             read_only: p.flag("ro"),
@@ -315,7 +332,11 @@ impl Served {
         let record = Record {
             id: device.id(),
             pid: std::process::id() as i32,
-            target: target.clone(),
+            // The path the device runs on, for `ublk recover` and `list`.
+            target: TargetSpec {
+                data_path: Some(device.data_path()),
+                ..target.clone()
+            },
             direct_io,
             capacity: Some(device.size_limit()),
         };
@@ -399,12 +420,13 @@ fn summary(device: &Device, record: &Record) -> String {
         .map(|sectors| format!(", {}", human_size(sectors * 512)))
         .unwrap_or_default();
     format!(
-        "device {}: {} ({what}{size}, {} queue{} of depth {}, server pid {})",
+        "device {}: {} ({what}{size}, {} queue{} of depth {}, {}, server pid {})",
         device.id(),
         device.block_dev_path().display(),
         info.queues(),
         if info.queues() == 1 { "" } else { "s" },
         info.queue_depth(),
+        device.data_path(),
         record.pid
     )
 }
@@ -442,6 +464,8 @@ mod tests {
             "1M",
             "--recovery",
             "queue",
+            "--data-path",
+            "user-copy",
             "--foreground",
         ])
         .expect("valid");
@@ -451,6 +475,7 @@ mod tests {
                 target: TargetSpec {
                     kind: Kind::Loop,
                     file: Some(PathBuf::from("/work/disk.img")),
+                    data_path: Some(DataPath::UserCopy),
                     size: Some(1 << 30),
                     buffered: true,
                     read_only: true,

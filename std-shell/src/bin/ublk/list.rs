@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use ublk::{Attrs, Controller, DevState, DeviceInfo, ParamTypes, Recovery, UblkParams};
+use ublk::{Attrs, Controller, DataPath, DevState, DeviceInfo, ParamTypes, Recovery, UblkParams};
 
 use ublk::signal::process_alive;
 
@@ -195,6 +195,10 @@ impl Listed {
                 "recovery".into(),
                 Value::str(Recovery::of(self.info.flags()).name()),
             ),
+            (
+                "data_path".into(),
+                Value::str(DataPath::of(self.info.flags()).name()),
+            ),
         ])
     }
 
@@ -248,7 +252,8 @@ impl Listed {
             server += &format!("; waiting for `ublk recover -n {}`", info.id());
         }
         format!(
-            "{head}\n    target: {target}\n    server: {server}\n    recovery: {}\n    flags: {}\n",
+            "{head}\n    target: {target}\n    server: {server}\n    data path: {}\n    recovery: {}\n    flags: {}\n",
+            DataPath::of(info.flags()),
             Recovery::of(info.flags()).name(),
             info.flags()
         )

@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use ublk::DataPath;
+
 use crate::json::{self, Value};
 use crate::target::{Kind, TargetSpec};
 
@@ -55,6 +57,10 @@ impl Record {
                 Value::opt(self.direct_io.map(Value::Bool)),
             ),
             ("capacity".into(), Value::opt(self.capacity.map(Value::num))),
+            (
+                "data_path".into(),
+                Value::opt(t.data_path.map(|p| Value::str(p.name()))),
+            ),
         ])
     }
 
@@ -82,6 +88,14 @@ impl Record {
         let lbs = opt_u64("logical_block_size")?
             .map(|n| u32::try_from(n).map_err(|_| bad("logical_block_size")))
             .transpose()?;
+        // Absent from records of earlier builds, which served the copy path.
+        let data_path = match v.get("data_path") {
+            None | Some(Value::Null) => None,
+            Some(p) => {
+                let name = p.as_str().ok_or_else(|| bad("data_path"))?;
+                Some(DataPath::from_name(name).ok_or(format!("unknown data path {name:?}"))?)
+            }
+        };
         Ok(Record {
             id: field("id")?
                 .as_u64()
@@ -94,6 +108,7 @@ impl Record {
             target: TargetSpec {
                 kind,
                 file,
+                data_path,
                 size: opt_u64("size")?,
                 buffered: boolean("buffered")?,
                 read_only: boolean("read_only")?,
@@ -173,6 +188,7 @@ mod tests {
             target: TargetSpec {
                 kind: Kind::Loop,
                 file: Some(PathBuf::from("/srv/disk \"a\".img")),
+                data_path: Some(ublk::DataPath::ZeroCopy),
                 size: Some(1 << 30),
                 buffered: false,
                 read_only: true,
@@ -199,6 +215,7 @@ mod tests {
             target: TargetSpec {
                 kind: Kind::Null,
                 file: None,
+                data_path: None,
                 size: None,
                 buffered: false,
                 read_only: false,

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use ublk::{Device, DeviceBuilder, DiscardLimits, Loop, Mem, Null, Target};
+use ublk::{DataPath, Device, DeviceBuilder, DiscardLimits, Loop, Mem, Null, Target};
 
 /// A null device's size when none is given: what ublksrv's `ublk add -t null` makes.
 pub const NULL_DEFAULT_SIZE: u64 = 250 << 30;
@@ -44,6 +44,9 @@ pub struct TargetSpec {
     pub kind: Kind,
     /// The backing file (loop only), absolute.
     pub file: Option<PathBuf>,
+    /// The data path asked for (`None`: the best the kernel and the target allow). A record
+    /// holds the one the device ran on.
+    pub data_path: Option<DataPath>,
     /// The device size in bytes (default: null 250 GiB, loop the file's; mem needs one).
     pub size: Option<u64>,
     /// Loop: buffered I/O instead of direct.
@@ -90,6 +93,9 @@ impl TargetSpec {
         if self.read_only {
             builder = builder.read_only(true);
         }
+        if let Some(path) = self.data_path {
+            builder = builder.data_path(path);
+        }
         let mut warnings = Vec::new();
         let mut direct_io = None;
         let device = match self.kind {
@@ -117,7 +123,7 @@ impl TargetSpec {
                     });
                 }
                 // Parsing made sure a mem target has a size.
-                builder.start(Mem::new(self.size.unwrap_or_default())?)?
+                builder.start_target(Mem::new(self.size.unwrap_or_default())?)?
             }
             Kind::Loop => {
                 let file = self.file.clone().unwrap_or_default();

@@ -13,7 +13,7 @@ use crate::args::{self, HELP, Opt, Parsed, Usage};
 use crate::del::{self, DelOptions};
 use crate::target::Kind;
 use crate::{FEATURES_OPTS, MAX_DEVICE_ID, list, quiesce, recover, resize};
-use ublk::Recovery;
+use ublk::{DataPath, Recovery};
 
 /// Values for any option: valid ones, the edges of every range the commands check, and
 /// things no option takes.
@@ -306,6 +306,14 @@ fn fuzz_add_accepts_only_what_its_rules_allow() {
         {
             faults.push("recovery");
         }
+        // "auto" is the default spelt out; the paths by their names.
+        let data_path = v("data-path").map(|t| match t {
+            "auto" => Some(None),
+            t => DataPath::from_name(t).map(Some),
+        });
+        if data_path.is_some_and(|d| d.is_none()) {
+            faults.push("data-path");
+        }
         let max_io = v("max-io-size").map(size_rule);
         if max_io
             .is_some_and(|n| !n.is_some_and(|n| n % page == 0 && (page..=32 << 20).contains(&n)))
@@ -341,6 +349,7 @@ fn fuzz_add_accepts_only_what_its_rules_allow() {
                 assert_eq!(o.max_io_size.map(u64::from), max_io.flatten());
                 assert_eq!(o.foreground, parsed.flag("foreground"));
                 assert_eq!(Some(o.recovery), recovery);
+                assert_eq!(t.data_path, data_path.flatten().flatten());
             }
             Err(Usage(msg)) => {
                 assert!(!faults.is_empty(), "{line:?} refused: {msg}");

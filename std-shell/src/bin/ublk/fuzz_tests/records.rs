@@ -9,6 +9,7 @@ use super::json::{number_text, string_value, value};
 use crate::json::{self, Value};
 use crate::state::Record;
 use crate::target::{Kind, TargetSpec};
+use ublk::DataPath;
 
 fn record(p: &mut Prng) -> Record {
     let kind = *p.pick(&Kind::ALL);
@@ -20,6 +21,7 @@ fn record(p: &mut Prng) -> Record {
             file: p
                 .bool()
                 .then(|| PathBuf::from(format!("/{}", string_value(p)))),
+            data_path: p.bool().then(|| *p.pick(&DataPath::ALL)),
             size: p.bool().then(|| p.interesting_u64()),
             buffered: p.bool(),
             read_only: p.bool(),
@@ -33,8 +35,8 @@ fn record(p: &mut Prng) -> Record {
 /// What a record's JSON must hold, written from the format: an object with `format` 1; a
 /// known `target`; `id` a u32 and `pid` an i32, both plain integers; `buffered` and
 /// `read_only` booleans; and, each either missing or null, `file` a string, `size` a u64,
-/// `logical_block_size` a u32, `direct_io` a boolean and `capacity` a u64. The first of
-/// repeated keys counts.
+/// `logical_block_size` a u32, `direct_io` a boolean, `capacity` a u64 and `data_path` one of
+/// the path names. The first of repeated keys counts.
 fn record_rule(v: &Value) -> Option<Record> {
     let Value::Object(members) = v else {
         return None;
@@ -90,12 +92,23 @@ fn record_rule(v: &Value) -> Option<Record> {
         None => None,
         Some(v) => Some(u64::try_from(unsigned(v)?).ok()?),
     };
+    let data_path = match optional("data_path")? {
+        None => None,
+        Some(Value::String(name)) => Some(
+            ["zero-copy", "user-copy", "copy"]
+                .iter()
+                .position(|n| n == name)
+                .map(|i| DataPath::ALL[i])?,
+        ),
+        Some(_) => return None,
+    };
     Some(Record {
         id: u32::try_from(unsigned(get("id")?)?).ok()?,
         pid: i32::try_from(integer(get("pid")?)?).ok()?,
         target: TargetSpec {
             kind,
             file,
+            data_path,
             size,
             buffered: boolean(get("buffered")?)?,
             read_only: boolean(get("read_only")?)?,
