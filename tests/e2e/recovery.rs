@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ublk::backend::{NullQueue, QueueInfo};
 use ublk::signal::process_alive;
 use ublk::sys::testing::Prng;
-use ublk::{Controller, Device, Error, Features, Loop, Properties, Target};
+use ublk::{Controller, DataPath, Device, Error, Features, Loop, Properties, Target};
 use ublk_tests::ublk_char_device_ids;
 
 use crate::backends::{
@@ -28,9 +28,19 @@ const MIB: u64 = 1 << 20;
 /// The tests of this file, in the order they run.
 pub const TESTS: &[Test] = &[
     Test {
-        name: "recovery::fio_verify_survives_kill_9_five_times",
+        name: "recovery::zero_copy_fio_verify_survives_kill_9_five_times",
+        needs: Features::USER_RECOVERY_REISSUE.union(DataPath::ZeroCopy.flags()),
+        run: || fio_verify_survives_kill_9(DataPath::ZeroCopy, 5),
+    },
+    Test {
+        name: "recovery::user_copy_fio_verify_survives_kill_9_twice",
+        needs: Features::USER_RECOVERY_REISSUE.union(DataPath::UserCopy.flags()),
+        run: || fio_verify_survives_kill_9(DataPath::UserCopy, 2),
+    },
+    Test {
+        name: "recovery::copy_fio_verify_survives_kill_9_twice",
         needs: Features::USER_RECOVERY_REISSUE,
-        run: fio_verify_survives_kill_9_five_times,
+        run: || fio_verify_survives_kill_9(DataPath::Copy, 2),
     },
     Test {
         name: "recovery::ext4_fsynced_files_survive_kill_9",
@@ -192,14 +202,22 @@ fn drop_caches() -> TestResult {
 
 /// fio verify (crc32c, QD32, 2 queues) on a recoverable loop device; the server is killed
 /// mid-run at a random moment and recovered, 5 times in a row, and every block verifies.
-fn fio_verify_survives_kill_9_five_times() -> TestResult {
+/// fio verify on a recoverable loop device on data path `path`, whose server is `kill -9`ed at
+/// a random moment and recovered, `rounds` times: every block verifies.
+fn fio_verify_survives_kill_9(path: DataPath, rounds: u32) -> TestResult {
     let size = 64 * MIB;
-    let (_scratch, mut added) = recoverable_loop("recover-verify", size, "reissue", &["-q", "2"])?;
+    let (_scratch, mut added) = recoverable_loop(
+        "recover-verify",
+        size,
+        "reissue",
+        &["-q", "2", "--data-path", path.name()],
+    )?;
     let v = list_one(added.id)?;
     assert_eq!(v.get("recovery").and_then(Value::as_str), Some("reissue"));
     assert_eq!(v.get("queues").and_then(Value::as_u64), Some(2));
+    assert_eq!(v.get("data_path").and_then(Value::as_str), Some(path.name()));
     let mut rng = Prng::new(0x5eed);
-    for round in 1..=5 {
+    for round in 1..=rounds {
         let mut child = fio::spawn(fio_verify_cmd(&added.block_dev(), 32, size))?;
         let delay = Duration::from_millis(200 + rng.next_u64() % 2300);
         std::thread::sleep(delay);
@@ -230,6 +248,9 @@ fn fio_verify_survives_kill_9_five_times() -> TestResult {
             added.pid, result.read_kib
         );
     }
+    // The new servers kept the device's path.
+    let v = list_one(added.id)?;
+    assert_eq!(v.get("data_path").and_then(Value::as_str), Some(path.name()));
     del(&added)
 }
 
@@ -481,6 +502,11 @@ impl Target for Unopenable {
             size: Some(self.0),
             ..Properties::default()
         }
+    }
+
+    /// Any path: the device's is taken, and the queues fail after START_USER_RECOVERY.
+    fn data_paths(&self) -> &'static [DataPath] {
+        &DataPath::ALL
     }
 }
 
