@@ -19,12 +19,14 @@ use crate::os;
 /// WRITE_ZEROES, so a disk costs the memory its data uses (like the kernel's `brd`). Its
 /// contents go when the process ends.
 ///
-/// Every byte is copied once, by the kernel, on every data path:
-/// - user copy (preferred): `pwrite`/`pread` of `/dev/ublkcN` straight from or into the
-///   memfd's mapping;
-/// - zero copy: `READ_FIXED`/`WRITE_FIXED` of the memfd on the queue's ring, straight from or
-///   into the request's pages. io_uring cannot do a memfd's I/O without blocking, so each
-///   request takes a trip through one of its worker threads: more latency than user copy;
+/// Every byte is copied once, by the kernel, on the two paths that copy nothing themselves:
+/// - zero copy (preferred): `READ_FIXED`/`WRITE_FIXED` of the memfd on the queue's ring,
+///   straight from or into the request's pages. io_uring cannot do a memfd's I/O without
+///   blocking, so each request takes a trip through one of its worker threads: a wake-up
+///   more, but the copy then runs beside the queue thread instead of in it, which serves
+///   large requests fastest (about twice user copy's 128 KiB reads in the test VM);
+/// - user copy: `pwrite`/`pread` of `/dev/ublkcN` straight from or into the memfd's
+///   mapping, in the queue thread;
 /// - copy: `pread`/`pwrite` of the memfd into the tag's buffer, which the driver copies to
 ///   the request: the one path with two copies.
 ///
@@ -162,9 +164,9 @@ impl Target for Mem {
         }
     }
 
-    /// User copy first: one copy, made in the queue thread's own system call (see [`Mem`]).
+    /// Zero copy first, then user copy: one copy each (see [`Mem`]).
     fn data_paths(&self) -> &'static [DataPath] {
-        &[DataPath::UserCopy, DataPath::ZeroCopy, DataPath::Copy]
+        &[DataPath::ZeroCopy, DataPath::UserCopy, DataPath::Copy]
     }
 
     fn wants_buffers(&self, _path: DataPath) -> bool {
@@ -322,7 +324,7 @@ mod tests {
     #[test]
     fn every_path_is_served_and_only_copy_has_buffers() {
         let mem = Mem::new(MIB).unwrap();
-        assert_eq!(mem.data_paths()[0], DataPath::UserCopy);
+        assert_eq!(mem.data_paths()[0], DataPath::ZeroCopy);
         assert_eq!(mem.data_paths().len(), 3);
         assert!(DataPath::ALL.iter().all(|&p| !mem.wants_buffers(p)));
         assert_eq!(mem.files(), vec![mem.store.memfd.as_raw_fd()]);

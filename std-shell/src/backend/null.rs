@@ -42,10 +42,11 @@ impl Target for Null {
         }
     }
 
-    /// Off the copy path a request costs no data movement; user copy also skips the buffer
-    /// registration that zero copy has the driver do for every request.
+    /// Off the copy path a request costs no data movement. Zero copy first: measured in the
+    /// test VM, it serves a little more than user copy (whose requests skip the driver's
+    /// buffer registration, but take its user-copy bookkeeping instead).
     fn data_paths(&self) -> &'static [DataPath] {
-        &[DataPath::UserCopy, DataPath::ZeroCopy, DataPath::Copy]
+        &[DataPath::ZeroCopy, DataPath::UserCopy, DataPath::Copy]
     }
 
     fn wants_buffers(&self, _path: DataPath) -> bool {
