@@ -240,7 +240,7 @@ mode_missing() {
     need=$(mode_feature)
     [ -n "$need" ] && [ -n "$KFEATURES" ] || return 1
     [ $((KFEATURES >> ${need% *} & 1)) -eq 0 ] || return 1
-    echo "kernel lacks ${need#* } (its ublk features: $KFEATURES)"
+    printf 'kernel lacks %s (its ublk features: 0x%x)\n' "${need#* }" "$KFEATURES"
 }
 
 # setup for a server case of ublk, kublk or rublk (parse_case has run): adds the device, and
@@ -483,7 +483,7 @@ KFEATURES=$(ublk features --json 2>/dev/null | tr -d '\n ' | sed -n 's/^{"kernel
 fio_version=$(fio --version 2>/dev/null)
 # The plan as JSON, {"case":["workload",...],...}: which cells the report should expect.
 plan_json=$(echo "$plan" | sed 's/ /","/g; s/^\([^"]*\)","\(.*\)$/"\1":["\2"]/' | tr '\n' ',' | sed 's/,$//')
-emit "\"type\":\"meta\",\"kernel\":\"$(uname -r)\",\"cpus\":$(grep -c '^processor' /proc/cpuinfo),\"mem_kb\":$(awk '/^MemTotal/ { print $2 }' /proc/meminfo),\"hz\":$HZ,\"runtime\":$RUNTIME,\"ramp\":$RAMP,\"repeat\":$REPEAT,\"depth\":$DEPTH,\"size_mb\":$SIZE_MB,\"ublk_features\":${KFEATURES:-null},\"fio\":\"$(jsafe "$fio_version")\",\"peers\":\"$(jsafe "$(sed '$!s/$/;/' peers.txt 2>/dev/null)")\",\"cases\":\"$(oneline "$cases")\",\"workloads\":\"$(oneline "$workloads")\",\"plan\":{$plan_json}"
+emit "\"type\":\"meta\",\"kernel\":\"$(uname -r)\",\"cpus\":$(grep -c '^processor' /proc/cpuinfo),\"mem_kb\":$(awk '/^MemTotal/ { print $2 }' /proc/meminfo),\"hz\":$HZ,\"runtime\":$RUNTIME,\"ramp\":$RAMP,\"repeat\":$REPEAT,\"depth\":$DEPTH,\"size_mb\":$SIZE_MB,\"ublk_features\":${KFEATURES:-null},\"fio\":\"$(jsafe "$fio_version")\",\"peers\":\"$(jsafe "$(sed '$!s/$/;/' peers.txt 2>/dev/null)")\",\"workloads\":\"$(oneline "$workloads")\",\"plan\":{$plan_json}"
 say "cases: $(oneline "$cases")"
 say "workloads: $(oneline "$workloads") (data-path cases: $MODE_WORKLOADS); ${RUNTIME}s each after ${RAMP}s of warm-up, $REPEAT repetitions"
 
