@@ -304,6 +304,11 @@ def fmt(v, digits=0, scale=1.0):
     return f"{v / scale:,.{digits}f}"
 
 
+def table_head(rows, *head):
+    """The header lines of a markdown table, or a line saying it has no row."""
+    return list(head) if rows else ["No cell of this table in this run."]
+
+
 def names(summary):
     """The cases and workloads to show: those measured, failed or planned."""
     cells, errors, plan = summary["cells"], summary["errors"], summary["plan"] or {}
@@ -350,8 +355,9 @@ def markdown(summary, ratio_rows, cpu_rows, scaling_rows, qd1_rows, date, host=N
 
     lines += ["", "## QD1 latency", "",
               f"{QD1}: completion latency (fio's clat: from submission to the kernel to the "
-              "completion) percentiles, medians of the repetitions, in µs.", "",
-              "| case | IOPS | p50 | p99 | p99.9 | mean total lat |", "|---|---:|---:|---:|---:|---:|"]
+              "completion) percentiles, medians of the repetitions, in µs.", ""]
+    lines += table_head(qd1_rows, "| case | IOPS | p50 | p99 | p99.9 | mean total lat |",
+                        "|---|---:|---:|---:|---:|---:|")
     for r in qd1_rows:
         lines.append(f"| {r['case']} | {fmt(r['iops'])} | {fmt(r['clat_p50_ns'], 1, 1000)} "
                      f"| {fmt(r['clat_p99_ns'], 1, 1000)} | {fmt(r['clat_p999_ns'], 1, 1000)} "
@@ -360,8 +366,9 @@ def markdown(summary, ratio_rows, cpu_rows, scaling_rows, qd1_rows, date, host=N
     lines += ["", "## Scaling", "",
               "IOPS with 1 queue and 1 fio job, 2 queues and 1 job (all I/O through the queue "
               "of fio's CPU), 2 queues and 2 jobs (one per CPU, each at the workload's depth); "
-              "scaling: 2q2j / 1q1j.", "",
-              "| server | workload | 1q 1j | 2q 1j | 2q 2j | scaling |", "|---|---|---:|---:|---:|---:|"]
+              "scaling: 2q2j / 1q1j.", ""]
+    lines += table_head(scaling_rows, "| server | workload | 1q 1j | 2q 1j | 2q 2j | scaling |",
+                        "|---|---|---:|---:|---:|---:|")
     for r in scaling_rows:
         lines.append(f"| {r['server']} | {r['workload']} | {fmt(r['1q1j'])} | {fmt(r['2q1j'])} "
                      f"| {fmt(r['2q2j'])} | {fmt(r['scaling'], 2)} |")
@@ -406,11 +413,12 @@ def markdown(summary, ratio_rows, cpu_rows, scaling_rows, qd1_rows, date, host=N
             lines.append(f"| {ours} | {r['theirs']} | {r['workload']} | {METRIC_NAMES[r['metric']]} "
                          f"| {fmt(r['ratio'], 3)} | {r['op']} {r['target']} | {r['status']} |")
         lines.append("")
-    lines += ["CPU seconds per million I/Os: ublk's must be below kublk's and rublk's.", "",
-              "| case | workload | ublk | kublk | rublk | status |", "|---|---|---:|---:|---:|---|"]
-    for r in cpu_rows:
-        if all(r[k] is None for k in ["ublk"] + PEERS):
-            continue  # a cell none of them ran: results.json has the row
+    # A cell none of them ran is left out here; results.json has its row.
+    shown = [r for r in cpu_rows if any(r[k] is not None for k in ["ublk"] + PEERS)]
+    lines += ["CPU seconds per million I/Os: ublk's must be below kublk's and rublk's.", ""]
+    lines += table_head(shown, "| case | workload | ublk | kublk | rublk | status |",
+                        "|---|---|---:|---:|---:|---|")
+    for r in shown:
         lines.append(f"| {r['case']} | {r['workload']} | {fmt(r['ublk'], 2)} | {fmt(r['kublk'], 2)} "
                      f"| {fmt(r['rublk'], 2)} | {r['status']} |")
 

@@ -253,8 +253,11 @@ BENCH-JSON {"type":"error","case":"ublk-null-zc-1q","workload":null,"rep":1,"rea
         self.assertIn("| ublk-mem-copy-1q | 1,000 |", md)
         self.assertIn("| ublk-null-zc-1q | n/a |", md)
         self.assertIn("- ublk-null-zc-1q (repetition 1): kernel lacks AUTO_BUF_REG", md)
-        # No QD1 record and no QD1 failure: an empty QD1 table.
+        # No QD1 record and no QD1 failure: an empty QD1 table (and no 2q2j for scaling, no
+        # null or loop case for the CPU table).
         self.assertEqual(data["qd1_latency"], [])
+        self.assertIn("## QD1 latency", md)
+        self.assertEqual(md.count("No cell of this table in this run."), 3)
         rows = {(r["ours"], r["workload"]): r for r in data["ratios"]}
         self.assertEqual(rows[("ublk-mem-uc-1q", "read-128k-qd16")]["status"], "met")
         best = rows[("ublk-mem best data path", "read-128k-qd16")]
