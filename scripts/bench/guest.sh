@@ -179,6 +179,7 @@ case_workloads() {
 }
 
 # Prints "BIT NAME" of the kernel feature SERVER's data path MODE needs (nothing for none).
+# rublk's -z asks for SUPPORT_ZERO_COPY too, which every kernel with AUTO_BUF_REG has.
 mode_feature() {
     case "$SERVER:$MODE" in
         kublk:zc) echo "0 SUPPORT_ZERO_COPY" ;;
@@ -210,11 +211,10 @@ setup() {
             [ "$dio" = 1 ] || { echo "$DEV is not in direct-I/O mode (loop/dio=$dio)"; return 1; }
             ;;
         go-ublk-*) setup_go_ublk ;;
+        *-*q | *-*q[0-9]j) setup_server ;;
         *)
-            if [ -n "$SERVER" ]; then setup_server "$1"; else
-                echo "unknown case"
-                false
-            fi
+            echo "unknown case"
+            false
             ;;
     esac || return 1
     wait_for 100 test -b "$DEV" || { echo "$DEV did not appear within 10 s"; return 1; }
