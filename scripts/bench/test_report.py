@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Checks scripts/bench/report.py on a recorded console (testdata/console.log): that it finds
-the records among other lines (kernel messages, CR line ends, a line a kernel message cut in
-two), takes medians, computes the ratios and their status, and says n/a for what is missing.
+"""Checks scripts/bench/report.py on a recorded console (testdata/console.log and, as a second
+boot of the same run, console-2.log): that it finds the records among other lines (kernel
+messages, CR line ends, a line a kernel message cut in two), takes medians over every repetition
+of every boot, computes the ratios, scaling and QD1 percentiles and their status, and says n/a
+for what is missing; and guest.sh's fio_numbers on two outputs of fio 3.33 (testdata/fio-*.json).
 
     python3 scripts/bench/test_report.py      (scripts/test.sh runs it; no VM, a second)
 
@@ -9,15 +11,30 @@ The fixture, made by hand: 3 repetitions; null_blk randread QD64 100K/90K/110K I
 ublk-null-1q 99K/97K/120K (medians 100K and 99K: 0.99, met); ublk-null-1q QD1 13K median
 against kublk's 10K (two runs, the third failed: 1.3, met exactly at the target); ublk-loop-1q
 45K against loop's 50K (0.9, not met); ublk-mem-1q 76K/50K against brd's 80K/60K (0.95 met,
-0.833 not met); rublk failed to start in every repetition; no 2-queue case at all. Servers did
-1M I/Os per run: ublk-null-1q used 30/32/28 ticks (median 0.30 CPU s per M I/O at 100 Hz),
-kublk 40/40/41 (0.40).
+0.833 not met); rublk failed to start in every repetition. Servers did 1M I/Os per run:
+ublk-null-1q used 30/32/28 ticks (median 0.30 CPU s per M I/O at 100 Hz), kublk 40/40/41 (0.40).
+The records of the kinds issues #15 and #16 added:
+- QD1 completion latency: ublk-null-1q p50/p99/p99.9 61/95/250 µs (medians), kublk's p99
+  110/120 (115: 95/115 = 0.826, met); kublk's second p50 is null (fio gave none).
+- Two jobs: ublk-null-2q 61K and ublk-null-2q2j 150K/160K/155K in boot 1 and 140K/170K in boot 2
+  (median of the five: 155K; 155/99 = 1.566, met); ublk-mem-2q2j randwrite 70K (1.4, not met).
+- go-ublk: go-ublk-mem-1q randread 40K/50K/45K + 44K/46K (45K: ublk-mem-1q's 76K is 1.689 of it,
+  met), randwrite 40K (1.25, not met), 1.0 CPU s per M I/O (ours 0.5: 0.5 <= 0.7, met);
+  go-ublk-mem-2q2j failed to start in the first repetition of each boot, then 30K, 30K, 32K.
+- Data paths: ublk-null-zc-1q fails ("unknown option --data-path"), kublk-null-zc-1q is n/a
+  ("kernel lacks SUPPORT_ZERO_COPY"); ublk-loop-zc-1q 128k 4200 against loop's 4000 (1.05, met
+  on 7.x); ublk-mem-copy-1q 1000 and -uc-1q 2000 at 128k (2.0, a 6.12 target: n/a on 7.3), the
+  best of them against brd's 6000 (uc: 0.333, not met); ublk-null-copy-1q QD64 90K and 0.30 CPU
+  against kublk-null-1q's 95K and 0.40 (0.947 not met; 0.75 met).
+Boot 2 stopped (a VM timeout) after two repetitions of three cases.
 """
 
 import contextlib
 import io
 import json
 import os
+import re
+import subprocess
 import sys
 import tempfile
 import unittest
@@ -27,27 +44,34 @@ sys.path.insert(0, HERE)
 import report  # noqa: E402
 
 FIXTURE = os.path.join(HERE, "testdata", "console.log")
+FIXTURE_BOOT2 = os.path.join(HERE, "testdata", "console-2.log")
+
+
+def run_report(*logs):
+    """report.main on LOGS into a new directory: (exit code, stdout, stderr, json, markdown)."""
+    out = tempfile.mkdtemp(prefix="bench-report-")
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = report.main(["-o", out, "--date", "2026-01-01", *logs])
+    with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+        data = json.load(f)
+    with open(os.path.join(out, "results.md"), encoding="utf-8") as f:
+        md = f.read()
+    return code, stdout.getvalue(), stderr.getvalue(), data, md
 
 
 class ReportTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.out = tempfile.mkdtemp(prefix="bench-report-")
-        stdout, stderr = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            cls.code = report.main(["-o", cls.out, "--date", "2026-01-01", FIXTURE])
-        cls.stdout, cls.stderr = stdout.getvalue(), stderr.getvalue()
-        with open(os.path.join(cls.out, "results.json"), encoding="utf-8") as f:
-            cls.json = json.load(f)
-        with open(os.path.join(cls.out, "results.md"), encoding="utf-8") as f:
-            cls.md = f.read()
+        cls.code, cls.stdout, cls.stderr, cls.json, cls.md = run_report(FIXTURE, FIXTURE_BOOT2)
 
     def cell(self, case, workload):
         return self.json["cells"][case][workload]
 
-    def ratio(self, ours, theirs, workload):
+    def ratio(self, ours, theirs, workload, metric="iops"):
         (row,) = [r for r in self.json["ratios"]
-                  if (r["ours"], r["theirs"], r["workload"]) == (ours, theirs, workload)]
+                  if (r["ours"], r["theirs"], r["workload"], r["metric"])
+                  == (ours, theirs, workload, metric)]
         return row
 
     def test_exits_0_and_warns_about_the_cut_line(self):
@@ -56,9 +80,16 @@ class ReportTest(unittest.TestCase):
 
     def test_every_record_is_found(self):
         runs = sum(len(c["runs"]) for w in self.json["cells"].values() for c in w.values())
-        self.assertEqual(runs, 3 * 13 - 1)  # 13 cells, kublk's third QD1 run failed
-        self.assertEqual(len(self.json["errors"]), 4)
+        # Boot 1: 13 cells of 3 (kublk's third QD1 run failed), 12 new cells of 3, go-ublk's
+        # 2q2j twice; boot 2: 5 runs.
+        self.assertEqual(runs, (3 * 13 - 1) + (3 * 12 + 2) + 5)
+        # rublk 3, kublk's QD1 1, ublk zc 3, kublk zc 3, go-ublk 2q2j 1 + 1 (boot 2).
+        self.assertEqual(len(self.json["errors"]), 12)
         self.assertEqual(self.json["meta"]["kernel"], "7.3.4+deb13-cloud-amd64")
+        self.assertEqual(self.json["boots"], 2)
+        self.assertEqual(sorted({r["boot"] for r in self.cell("go-ublk-mem-1q", "randread-4k-qd64")["runs"]}),
+                         [1, 2])
+        self.assertEqual(self.json["plan"]["ublk-loop-zc-1q"], ["randread-4k-qd64", "read-128k-qd16"])
 
     def test_medians(self):
         self.assertEqual(self.cell("null_blk", "randread-4k-qd64")["median"]["iops"], 100000)
@@ -69,6 +100,41 @@ class ReportTest(unittest.TestCase):
         self.assertAlmostEqual(ublk["median"]["ctx_per_io"], 0.5)
         self.assertEqual(ublk["peak_rss_kb"], 4096)
         self.assertEqual(len(self.cell("kublk-null-1q", "randread-4k-qd1")["runs"]), 2)
+
+    def test_medians_over_every_boot(self):
+        # 150K, 160K, 155K in boot 1, 140K and 170K in boot 2: the median of all five.
+        both = self.cell("ublk-null-2q2j", "randread-4k-qd64")
+        self.assertEqual(len(both["runs"]), 5)
+        self.assertEqual(both["median"]["iops"], 155000)
+        self.assertEqual(both["jobs"], 2)
+        self.assertEqual(self.cell("go-ublk-mem-1q", "randread-4k-qd64")["median"]["iops"], 45000)
+        self.assertEqual(self.cell("go-ublk-mem-2q2j", "randread-4k-qd64")["median"]["iops"], 30000)
+
+    def test_qd1_percentiles(self):
+        med = self.cell("ublk-null-1q", "randread-4k-qd1")["median"]
+        self.assertEqual((med["clat_p50_ns"], med["clat_p99_ns"], med["clat_p999_ns"]),
+                         (61000, 95000, 250000))
+        kublk = self.cell("kublk-null-1q", "randread-4k-qd1")["median"]
+        # A null percentile is left out of the median, not taken as 0.
+        self.assertEqual((kublk["clat_p50_ns"], kublk["clat_p99_ns"]), (70000, 115000))
+        # Records from before the percentiles existed have none.
+        self.assertIsNone(self.cell("ublk-null-1q", "randread-4k-qd64")["median"]["clat_p99_ns"])
+        (row,) = [r for r in self.json["qd1_latency"] if r["case"] == "ublk-null-1q"]
+        self.assertEqual(row["clat_p99_ns"], 95000)
+        self.assertEqual(row["iops"], 13000)
+        self.assertIn("| ublk-null-1q | 13,000 | 61.0 | 95.0 | 250.0 | 641.0 |", self.md)
+        self.assertIn("| rublk-null-1q | n/a | n/a | n/a | n/a | n/a |", self.md)
+        # Only the cases whose plan has QD1: no data-path case.
+        self.assertNotIn("ublk-loop-zc-1q", [r["case"] for r in self.json["qd1_latency"]])
+
+    def test_scaling(self):
+        rows = {(r["server"], r["workload"]): r for r in self.json["scaling"]}
+        null = rows[("ublk-null", "randread-4k-qd64")]
+        self.assertEqual((null["1q1j"], null["2q1j"], null["2q2j"]), (99000, 61000, 155000))
+        self.assertAlmostEqual(null["scaling"], 155 / 99)
+        self.assertAlmostEqual(rows[("go-ublk-mem", "randread-4k-qd64")]["scaling"], 30 / 45)
+        self.assertIsNone(rows[("ublk-mem", "randread-4k-qd64")]["scaling"])
+        self.assertIn("| ublk-null | randread-4k-qd64 | 99,000 | 61,000 | 155,000 | 1.57 |", self.md)
 
     def test_kernel_drivers_have_no_server_numbers(self):
         med = self.cell("brd", "randread-4k-qd64")["median"]
@@ -83,20 +149,54 @@ class ReportTest(unittest.TestCase):
             (("ublk-loop-1q", "loop", "randwrite-4k-qd64"), 1.1, "met"),
             (("ublk-mem-1q", "brd", "randread-4k-qd64"), 0.95, "met"),
             (("ublk-mem-1q", "brd", "randwrite-4k-qd64"), 50 / 60, "not met"),
+            # go-ublk (#16)
+            (("ublk-mem-1q", "go-ublk-mem-1q", "randread-4k-qd64"), 76 / 45, "met"),
+            (("ublk-mem-1q", "go-ublk-mem-1q", "randwrite-4k-qd64"), 1.25, "not met"),
+            (("ublk-mem-1q", "go-ublk-mem-1q", "randread-4k-qd64", "cpu_s_per_m"), 0.5, "met"),
+            (("ublk-mem-1q", "go-ublk-mem-1q", "read-128k-qd16"), None, "n/a"),
+            # QD1 tail and two jobs (#16)
+            (("ublk-null-1q", "kublk-null-1q", "randread-4k-qd1", "clat_p99_ns"), 95 / 115, "met"),
+            (("ublk-null-1q", "rublk-null-1q", "randread-4k-qd1", "clat_p99_ns"), None, "n/a"),
+            (("ublk-null-2q2j", "ublk-null-1q", "randread-4k-qd64"), 155 / 99, "met"),
+            (("ublk-mem-2q2j", "ublk-mem-1q", "randwrite-4k-qd64"), 1.4, "not met"),
+            # Data paths (#15)
+            (("ublk-loop-zc-1q", "loop", "read-128k-qd16"), 1.05, "met"),
+            (("ublk-null-zc-1q", "null_blk", "read-128k-qd16"), None, "n/a"),
+            (("ublk-mem-uc-1q", "ublk-mem-copy-1q", "read-128k-qd16"), 2.0,
+             "n/a (a target for 6.12.x)"),
+            (("ublk-null-copy-1q", "kublk-null-1q", "randread-4k-qd64"), 90 / 95, "not met"),
+            (("ublk-null-copy-1q", "kublk-null-1q", "randread-4k-qd64", "cpu_s_per_m"), 0.75, "met"),
         ]
         for key, value, status in cases:
             with self.subTest(key=key):
                 row = self.ratio(*key)
-                self.assertAlmostEqual(row["ratio"], value)
+                if value is None:
+                    self.assertIsNone(row["ratio"])
+                else:
+                    self.assertAlmostEqual(row["ratio"], value)
                 self.assertEqual(row["status"], status)
 
+    def test_best_data_path(self):
+        best = "ublk-mem best data path"
+        row = self.ratio(best, "brd", "read-128k-qd16")
+        self.assertEqual(row["ours_case"], "ublk-mem-uc-1q")  # 2000 beats copy's 1000
+        self.assertAlmostEqual(row["ratio"], 2000 / 6000)
+        self.assertEqual(row["status"], "not met")
+        self.assertEqual(self.ratio(best, "brd", "randread-4k-qd64")["ours_case"], "ublk-mem-1q")
+        self.assertIn("| ublk-mem best data path (ublk-mem-uc-1q) | brd | read-128k-qd16 | IOPS "
+                      "| 0.333 | >= 0.9 | not met |", self.md)
+
     def test_missing_cases_are_na(self):
-        row = self.ratio("ublk-null-2q", "null_blk", "randread-4k-qd64")
+        row = self.ratio("ublk-loop-2q", "loop", "randread-4k-qd64")
         self.assertIsNone(row["ratio"])
         self.assertEqual(row["status"], "n/a")
-        self.assertIn("| ublk-null-2q | null_blk | randread-4k-qd64 | n/a | >= 0.98 | n/a |", self.md)
+        self.assertIn("| ublk-loop-2q | loop | randread-4k-qd64 | IOPS | n/a | >= 1.0 | n/a |", self.md)
         self.assertIn("| rublk-null-1q | randread-4k-qd64 | n/a | n/a | n/a | n/a | n/a | n/a | n/a "
-                      "| 0/3 |", self.md)
+                      "| 0/6 |", self.md)
+        # A data-path case: n/a where planned, "-" where the matrix has no cell.
+        self.assertIn("| ublk-null-zc-1q | - | n/a | - | n/a |", self.md)
+        self.assertIn("| ublk-loop-zc-1q | - | n/a | - | 4,200 |", self.md)
+        self.assertNotIn("| ublk-loop-zc-1q | randwrite-4k-qd64 |", self.md)
 
     def test_cpu_against_the_peers(self):
         (row,) = [r for r in self.json["cpu"]
@@ -111,15 +211,82 @@ class ReportTest(unittest.TestCase):
         self.assertIn("- date: 2026-01-01", self.md)
         # IOPS 99K/97K/120K: spread (120 - 97) / 99 = 23%.
         self.assertIn("| ublk-null-1q | randread-4k-qd64 | 99,000 | 23% | 641.0 | 1,210.0 | 0.30 "
-                      "| 0.500 | 4.0 | 3/3 |", self.md)
+                      "| 0.500 | 4.0 | 3/6 |", self.md)
         self.assertIn("| null_blk | n/a | 100,000 | n/a |", self.md)
-        self.assertIn("| ublk-null-1q | kublk-null-1q | randread-4k-qd1 | 1.300 | >= 1.3 | met |",
+        self.assertIn("| ublk-null-1q | kublk-null-1q | randread-4k-qd1 | IOPS | 1.300 | >= 1.3 "
+                      "| met |", self.md)
+        self.assertIn("| ublk-mem-1q | go-ublk-mem-1q | randread-4k-qd64 | CPU s/M I/O | 0.500 "
+                      "| <= 0.7 | met |", self.md)
+        self.assertIn("- rublk-null-1q (boot/repetition 1/1, 1/2, 1/3): rublk is not in the payload",
                       self.md)
-        self.assertIn("- rublk-null-1q (repetition 1, 2, 3): rublk is not in the payload", self.md)
+        self.assertIn("- go-ublk-mem-2q2j (boot/repetition 1/1, 2/1): 'go-ublk-mem", self.md)
+        self.assertIn("- ublk-null-zc-1q (boot/repetition 1/1, 1/2, 1/3): 'ublk add -t null -n 7 "
+                      "-q 1 -d 128 --data-path zero-copy' failed: error: unknown option --data-path",
+                      self.md)
         self.assertIn("ublk-null-1q / null_blk randread-4k-qd64: 0.990 (target >= 0.98): met",
                       self.stdout)
         self.assertIn("ublk-mem-1q / brd randwrite-4k-qd64: 0.833 (target >= 0.9): not met",
                       self.stdout)
+        self.assertIn("ublk-null-1q / kublk-null-1q randread-4k-qd1 p99 clat: 0.826 (target <= 1.0): "
+                      "met", self.stdout)
+
+
+class OneBootWithoutPlanTest(unittest.TestCase):
+    """A log from before the guest printed its plan, on 6.12: every cell counts as planned,
+    and the targets for 7.x are n/a while the one for 6.12 applies."""
+
+    LOG = """\
+BENCH-JSON {"type":"meta","kernel":"6.12.90+deb12.1-cloud-amd64","cpus":2,"hz":100,"repeat":1}
+BENCH-JSON {"type":"run","case":"ublk-mem-copy-1q","workload":"read-128k-qd16","rep":1,"iops":1000.0,"ios":1000}
+BENCH-JSON {"type":"run","case":"ublk-mem-uc-1q","workload":"read-128k-qd16","rep":1,"iops":1600.0,"ios":1000}
+BENCH-JSON {"type":"run","case":"brd","workload":"read-128k-qd16","rep":1,"iops":1600.0,"ios":1000}
+BENCH-JSON {"type":"error","case":"ublk-null-zc-1q","workload":null,"rep":1,"reason":"kernel lacks AUTO_BUF_REG"}
+"""
+
+    def test_no_plan(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as f:
+            f.write(self.LOG)
+        code, stdout, _, data, md = run_report(f.name)
+        os.unlink(f.name)
+        self.assertEqual(code, 0)
+        self.assertIsNone(data["plan"])
+        self.assertIn("| ublk-mem-copy-1q | 1,000 |", md)
+        self.assertIn("| ublk-null-zc-1q | n/a |", md)
+        self.assertIn("- ublk-null-zc-1q (repetition 1): kernel lacks AUTO_BUF_REG", md)
+        # No QD1 record and no QD1 failure: an empty QD1 table (and no 2q2j for scaling, no
+        # null or loop case for the CPU table).
+        self.assertEqual(data["qd1_latency"], [])
+        self.assertIn("## QD1 latency", md)
+        self.assertEqual(md.count("No cell of this table in this run."), 3)
+        rows = {(r["ours"], r["workload"]): r for r in data["ratios"]}
+        self.assertEqual(rows[("ublk-mem-uc-1q", "read-128k-qd16")]["status"], "met")
+        best = rows[("ublk-mem best data path", "read-128k-qd16")]
+        self.assertEqual((best["ratio"], best["status"]), (1.0, "n/a (a target for 7.x)"))
+        self.assertIn("ublk-mem-uc-1q / ublk-mem-copy-1q read-128k-qd16: 1.600 (target >= 1.5): met",
+                      stdout)
+
+
+class FioNumbersTest(unittest.TestCase):
+    """guest.sh's fio_numbers (awk over fio's JSON) on real fio 3.33 outputs: two jobs with
+    group_reporting (one summed job), and a write workload (the direction that did the I/O)."""
+
+    def fio_numbers(self, name):
+        with open(os.path.join(HERE, "guest.sh"), encoding="utf-8") as f:
+            # From its first line to its last: the awk program's closing quote, then "}".
+            (func,) = re.findall(r"^fio_numbers\(\) \{\n.*?^\}' \"\$1\"\n\}\n", f.read(),
+                                 re.S | re.M)
+        path = os.path.join(HERE, "testdata", name)
+        out = subprocess.run(["sh", "-c", func + 'fio_numbers "$1"', "sh", path],
+                             capture_output=True, text=True, check=True)
+        return out.stdout.split()
+
+    def test_two_jobs_group_reported(self):
+        self.assertEqual(self.fio_numbers("fio-randread-2jobs.json"),
+                         ["1287647.4", "1389", "1736", "90", "120", "161"])
+
+    def test_write(self):
+        self.assertEqual(self.fio_numbers("fio-randwrite-1job.json"),
+                         ["83704.3", "763517", "2375680", "460800", "2342912", "5341184"])
 
 
 if __name__ == "__main__":
