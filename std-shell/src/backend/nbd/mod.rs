@@ -14,3 +14,8 @@ pub(crate) mod connect;
 pub(crate) mod error;
 pub(crate) mod handshake;
 pub(crate) mod proto;
+
+#[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
+mod tests;
