@@ -158,15 +158,9 @@ impl Server {
             .connect(address, name)
             .map_err(|e| self.failure(&format!("export '{name}' at {address}: {e}")))?;
         // A server that stops answering fails the test instead of hanging it.
-        let limit = Some(REPLY_LIMIT);
-        match &stream {
-            Stream::Tcp(s) => s
-                .set_read_timeout(limit)
-                .map_err(io_err("setting a timeout"))?,
-            Stream::Unix(s) => s
-                .set_read_timeout(limit)
-                .map_err(io_err("setting a timeout"))?,
-        }
+        stream
+            .set_read_timeout(Some(REPLY_LIMIT))
+            .map_err(io_err("setting a timeout"))?;
         println!(
             "    {}: export '{}' at {address}: {} bytes, flags {}, block sizes {:?}",
             self.name, export.name, export.size, export.flags, export.block_sizes
@@ -305,6 +299,14 @@ fn backing_file(
     Ok(path)
 }
 
+/// `127.0.0.1:port` (the VM's loopback interface is up: scripts/vm/init).
+fn loopback(port: u16) -> Address {
+    Address::Tcp {
+        host: "127.0.0.1".into(),
+        port,
+    }
+}
+
 fn has(export: &Export, flags: TransmissionFlags) {
     assert!(
         export.flags.contains(flags),
@@ -341,10 +343,7 @@ fn handshake_with_nbd_server() -> TestResult {
         &pid_file,
         &scratch,
     )?;
-    let address = Address::Tcp {
-        host: "127.0.0.1".into(),
-        port: 10809,
-    };
+    let address = loopback(10809);
 
     let (stream, export) = server.open(&address, "disk")?;
     assert_eq!(export.size, SIZE);
@@ -432,10 +431,7 @@ fn handshake_with_nbdkit_memory() -> TestResult {
         ],
         &scratch,
     )?;
-    let address = Address::Tcp {
-        host: "127.0.0.1".into(),
-        port: 10811,
-    };
+    let address = loopback(10811);
 
     let (stream, export) = server.open(&address, "disk")?;
     assert_eq!(export.size, SIZE);
@@ -455,10 +451,7 @@ fn handshake_with_nbdkit_memory() -> TestResult {
 fn nothing_listening_fails_in_time() -> TestResult {
     let limit = Duration::from_secs(3);
     let cases = [
-        Address::Tcp {
-            host: "127.0.0.1".into(),
-            port: 1,
-        },
+        loopback(1),
         Address::Unix(PathBuf::from("/tmp/no-nbd-server-here.sock")),
     ];
     for address in cases {

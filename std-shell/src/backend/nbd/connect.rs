@@ -50,10 +50,20 @@ pub(crate) enum Stream {
 }
 
 impl Stream {
-    fn set_timeouts(&self, limit: Option<Duration>) -> io::Result<()> {
+    /// Bounds every read (`SO_RCVTIMEO`; `None`: no bound): one that waits longer fails with
+    /// `WouldBlock`.
+    pub(crate) fn set_read_timeout(&self, limit: Option<Duration>) -> io::Result<()> {
         match self {
-            Stream::Tcp(s) => s.set_read_timeout(limit).and(s.set_write_timeout(limit)),
-            Stream::Unix(s) => s.set_read_timeout(limit).and(s.set_write_timeout(limit)),
+            Stream::Tcp(s) => s.set_read_timeout(limit),
+            Stream::Unix(s) => s.set_read_timeout(limit),
+        }
+    }
+
+    /// Bounds every write (`SO_SNDTIMEO`; `None`: no bound).
+    pub(crate) fn set_write_timeout(&self, limit: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_write_timeout(limit),
+            Stream::Unix(s) => s.set_write_timeout(limit),
         }
     }
 }
@@ -147,12 +157,13 @@ pub(crate) fn connect(
         }
         other => other,
     })?;
-    stream
-        .set_timeouts(None)
-        .map_err(|source| HandshakeError::Connect {
-            address: address.to_string(),
-            source,
-        })?;
+    let cleared = stream
+        .set_read_timeout(None)
+        .and(stream.set_write_timeout(None));
+    cleared.map_err(|source| HandshakeError::Connect {
+        address: address.to_string(),
+        source,
+    })?;
     Ok((stream, export))
 }
 
@@ -226,11 +237,7 @@ impl Deadlined<'_> {
 
 impl Read for Deadlined<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = Some(self.left()?);
-        match self.stream {
-            Stream::Tcp(s) => s.set_read_timeout(left)?,
-            Stream::Unix(s) => s.set_read_timeout(left)?,
-        }
+        self.stream.set_read_timeout(Some(self.left()?))?;
         let mut s = self.stream;
         s.read(buf)
     }
@@ -238,11 +245,7 @@ impl Read for Deadlined<'_> {
 
 impl Write for Deadlined<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let left = Some(self.left()?);
-        match self.stream {
-            Stream::Tcp(s) => s.set_write_timeout(left)?,
-            Stream::Unix(s) => s.set_write_timeout(left)?,
-        }
+        self.stream.set_write_timeout(Some(self.left()?))?;
         let mut s = self.stream;
         s.write(buf)
     }

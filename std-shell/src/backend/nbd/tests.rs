@@ -65,16 +65,21 @@ impl<S: Read + Write> Server<S> {
         String::from_utf8(data[4..4 + name_len].to_vec()).unwrap()
     }
 
-    fn reply(&mut self, reply: u32, data: &[u8]) {
-        let length = data.len() as u32;
+    /// The header of a reply to `NBD_OPT_GO` announcing `length` bytes of data.
+    fn header(&mut self, reply: u32, length: u32) {
+        let option = NBD_OPT_GO;
         self.send(
             &OptionReply {
-                option: NBD_OPT_GO,
+                option,
                 reply,
                 length,
             }
             .encode(),
         );
+    }
+
+    fn reply(&mut self, reply: u32, data: &[u8]) {
+        self.header(reply, data.len() as u32);
         self.send(data);
     }
 
@@ -218,14 +223,7 @@ fn a_server_that_hangs_up_mid_handshake_is_named_with_the_stage() {
     );
     let err = against("d", |s| {
         s.greet_and_take_go(BOTH);
-        s.send(
-            &OptionReply {
-                option: NBD_OPT_GO,
-                reply: NBD_REP_INFO,
-                length: 12,
-            }
-            .encode(),
-        );
+        s.header(NBD_REP_INFO, 12);
         s.send(&[0, 0, 0, 0]);
     })
     .unwrap_err();
@@ -285,14 +283,7 @@ fn oldstyle_and_plain_newstyle_servers_are_refused_by_name() {
 fn a_huge_option_reply_is_refused_before_it_is_read() {
     let err = against("d", |s| {
         s.greet_and_take_go(BOTH);
-        s.send(
-            &OptionReply {
-                option: NBD_OPT_GO,
-                reply: NBD_REP_INFO,
-                length: u32::MAX,
-            }
-            .encode(),
-        );
+        s.header(NBD_REP_INFO, u32::MAX);
     })
     .unwrap_err();
     assert!(

@@ -43,6 +43,57 @@ macro_rules! named_values {
     };
 }
 
+/// Declares a `pub(crate)` enum of the values one field of the protocol may take, with the
+/// protocol's name of each: decoding from the wire (`None` for a value the protocol does not
+/// define), encoding, and the name, written once per value.
+macro_rules! wire_enum {
+    (
+        $(#[$meta:meta])*
+        enum $name:ident($int:ty) {
+            $($(#[$vmeta:meta])* $variant:ident = $value:literal => $wire_name:literal,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr($int)]
+        pub(crate) enum $name {
+            $($(#[$vmeta])* $variant = $value,)*
+        }
+
+        impl $name {
+            /// Every value, in the protocol's order.
+            pub(crate) const ALL: &'static [$name] = &[$($name::$variant,)*];
+
+            /// The value `value` on the wire stands for, or `None` for one the protocol does
+            /// not define.
+            pub(crate) fn from_wire(value: $int) -> Option<$name> {
+                match value {
+                    $($value => Some($name::$variant),)*
+                    _ => None,
+                }
+            }
+
+            /// The value on the wire.
+            pub(crate) fn wire(self) -> $int {
+                self as $int
+            }
+
+            /// The protocol's name.
+            pub(crate) fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $wire_name,)*
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
 mod options;
 mod transmission;
 

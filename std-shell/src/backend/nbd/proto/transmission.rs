@@ -58,118 +58,53 @@ ublk_core::flag_set! {
     }
 }
 
-/// A request's command (`NBD_CMD_*`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u16)]
-pub(crate) enum Command {
-    /// `NBD_CMD_READ`: the reply carries `length` bytes.
-    Read = 0,
-    /// `NBD_CMD_WRITE`: `length` bytes follow the request.
-    Write = 1,
-    /// `NBD_CMD_DISC`: the client disconnects; there is no reply.
-    Disc = 2,
-    /// `NBD_CMD_FLUSH`: make every completed write durable (offset and length 0).
-    Flush = 3,
-    /// `NBD_CMD_TRIM`: the range's data is no longer needed.
-    Trim = 4,
-    /// `NBD_CMD_CACHE`: the client will read the range soon.
-    Cache = 5,
-    /// `NBD_CMD_WRITE_ZEROES`: zero the range, with no payload.
-    WriteZeroes = 6,
-    /// `NBD_CMD_BLOCK_STATUS`: which parts of the range are allocated (structured replies).
-    BlockStatus = 7,
-}
-
-impl Command {
-    /// Every command, in value order.
-    pub(crate) const ALL: [Command; 8] = [
-        Command::Read,
-        Command::Write,
-        Command::Disc,
-        Command::Flush,
-        Command::Trim,
-        Command::Cache,
-        Command::WriteZeroes,
-        Command::BlockStatus,
-    ];
-
-    /// The protocol's name (`"NBD_CMD_READ"`).
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Command::Read => "NBD_CMD_READ",
-            Command::Write => "NBD_CMD_WRITE",
-            Command::Disc => "NBD_CMD_DISC",
-            Command::Flush => "NBD_CMD_FLUSH",
-            Command::Trim => "NBD_CMD_TRIM",
-            Command::Cache => "NBD_CMD_CACHE",
-            Command::WriteZeroes => "NBD_CMD_WRITE_ZEROES",
-            Command::BlockStatus => "NBD_CMD_BLOCK_STATUS",
-        }
+wire_enum! {
+    /// A request's command (`NBD_CMD_*`).
+    enum Command(u16) {
+        /// The reply carries `length` bytes.
+        Read = 0 => "NBD_CMD_READ",
+        /// `length` bytes follow the request.
+        Write = 1 => "NBD_CMD_WRITE",
+        /// The client disconnects; there is no reply.
+        Disc = 2 => "NBD_CMD_DISC",
+        /// Make every completed write durable (offset and length 0).
+        Flush = 3 => "NBD_CMD_FLUSH",
+        /// The range's data is no longer needed.
+        Trim = 4 => "NBD_CMD_TRIM",
+        /// The client will read the range soon.
+        Cache = 5 => "NBD_CMD_CACHE",
+        /// Zero the range, with no payload.
+        WriteZeroes = 6 => "NBD_CMD_WRITE_ZEROES",
+        /// Which parts of the range are allocated (structured replies only).
+        BlockStatus = 7 => "NBD_CMD_BLOCK_STATUS",
     }
 }
 
-impl TryFrom<u16> for Command {
-    type Error = u16;
-
-    /// Decodes a command; the unknown value is returned as the error.
-    fn try_from(v: u16) -> Result<Command, u16> {
-        Command::ALL.into_iter().find(|&c| c as u16 == v).ok_or(v)
+wire_enum! {
+    /// An error a server answers a request with (`NBD_E*`): the protocol's own numbers,
+    /// which are Linux's on x86 but not on every architecture, so each is mapped to the
+    /// local errno by name ([`NbdErrno::errno`]). 0 is success, not an error.
+    enum NbdErrno(u32) {
+        /// Operation not permitted (e.g. a write to a read-only export).
+        Perm = 1 => "NBD_EPERM",
+        /// Input/output error.
+        Io = 5 => "NBD_EIO",
+        /// Cannot allocate memory.
+        NoMem = 12 => "NBD_ENOMEM",
+        /// Invalid argument (also what an unknown error means).
+        Inval = 22 => "NBD_EINVAL",
+        /// No space left (e.g. a write past the end).
+        NoSpc = 28 => "NBD_ENOSPC",
+        /// Value too large (a read too large to send unfragmented).
+        Overflow = 75 => "NBD_EOVERFLOW",
+        /// Not supported (an `NBD_CMD_FLAG_FAST_ZERO` that would be slow).
+        NotSup = 95 => "NBD_ENOTSUP",
+        /// The server is shutting down; the client must disconnect.
+        Shutdown = 108 => "NBD_ESHUTDOWN",
     }
-}
-
-impl fmt::Display for Command {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// An error a server answers a request with: the protocol's own numbers, which are Linux's
-/// on x86 but not on every architecture, so each is mapped to the local errno by name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u32)]
-pub(crate) enum NbdErrno {
-    /// `NBD_EPERM`: operation not permitted (e.g. a write to a read-only export).
-    Perm = 1,
-    /// `NBD_EIO`: input/output error.
-    Io = 5,
-    /// `NBD_ENOMEM`: cannot allocate memory.
-    NoMem = 12,
-    /// `NBD_EINVAL`: invalid argument (also what an unknown error means).
-    Inval = 22,
-    /// `NBD_ENOSPC`: no space left (e.g. a write past the end).
-    NoSpc = 28,
-    /// `NBD_EOVERFLOW`: value too large (a read too large to send unfragmented).
-    Overflow = 75,
-    /// `NBD_ENOTSUP`: not supported (a `NBD_CMD_FLAG_FAST_ZERO` that would be slow).
-    NotSup = 95,
-    /// `NBD_ESHUTDOWN`: the server is shutting down; the client must disconnect.
-    Shutdown = 108,
 }
 
 impl NbdErrno {
-    /// Every error the protocol defines.
-    pub(crate) const ALL: [NbdErrno; 8] = [
-        NbdErrno::Perm,
-        NbdErrno::Io,
-        NbdErrno::NoMem,
-        NbdErrno::Inval,
-        NbdErrno::NoSpc,
-        NbdErrno::Overflow,
-        NbdErrno::NotSup,
-        NbdErrno::Shutdown,
-    ];
-
-    /// The error a reply's error field names, or `None` for a value the protocol does not
-    /// define (0, success, included).
-    pub(crate) fn from_wire(value: u32) -> Option<NbdErrno> {
-        NbdErrno::ALL.into_iter().find(|&e| e as u32 == value)
-    }
-
-    /// The value on the wire.
-    pub(crate) fn wire(self) -> u32 {
-        self as u32
-    }
-
     /// The local errno of the same meaning.
     pub(crate) fn errno(self) -> Errno {
         Errno(match self {
@@ -182,20 +117,6 @@ impl NbdErrno {
             NbdErrno::NotSup => libc::EOPNOTSUPP,
             NbdErrno::Shutdown => libc::ESHUTDOWN,
         })
-    }
-
-    /// The protocol's name (`"NBD_EIO"`).
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            NbdErrno::Perm => "NBD_EPERM",
-            NbdErrno::Io => "NBD_EIO",
-            NbdErrno::NoMem => "NBD_ENOMEM",
-            NbdErrno::Inval => "NBD_EINVAL",
-            NbdErrno::NoSpc => "NBD_ENOSPC",
-            NbdErrno::Overflow => "NBD_EOVERFLOW",
-            NbdErrno::NotSup => "NBD_ENOTSUP",
-            NbdErrno::Shutdown => "NBD_ESHUTDOWN",
-        }
     }
 }
 
@@ -224,7 +145,7 @@ impl Request {
         let mut b = [0; REQUEST_LEN];
         b[0..4].copy_from_slice(&NBD_REQUEST_MAGIC.to_be_bytes());
         b[4..6].copy_from_slice(&self.flags.bits().to_be_bytes());
-        b[6..8].copy_from_slice(&(self.command as u16).to_be_bytes());
+        b[6..8].copy_from_slice(&self.command.wire().to_be_bytes());
         b[8..16].copy_from_slice(&self.cookie.to_be_bytes());
         b[16..24].copy_from_slice(&self.offset.to_be_bytes());
         b[24..28].copy_from_slice(&self.length.to_be_bytes());
@@ -245,7 +166,7 @@ impl Request {
         let command = u16::from_be_bytes(field(b, 6));
         Ok(Request {
             flags: CmdFlags::from_bits_retain(u16::from_be_bytes(field(b, 4))),
-            command: Command::try_from(command).map_err(WireError::UnknownCommand)?,
+            command: Command::from_wire(command).ok_or(WireError::UnknownCommand(command))?,
             cookie: u64::from_be_bytes(field(b, 8)),
             offset: u64::from_be_bytes(field(b, 16)),
             length: u32::from_be_bytes(field(b, 24)),
@@ -318,8 +239,8 @@ mod tests {
             (Command::WriteZeroes, 6),
         ];
         for (c, v) in commands.into_iter().chain(more) {
-            assert_eq!(c as u16, v);
-            assert_eq!(Command::try_from(v), Ok(c));
+            assert_eq!(c.wire(), v);
+            assert_eq!(Command::from_wire(v), Some(c));
         }
         let flags = [
             (TransmissionFlags::HAS_FLAGS, 1 << 0),
@@ -445,5 +366,19 @@ mod tests {
             format!("{}", TransmissionFlags::from_bits_retain(0x16d)),
             "HAS_FLAGS | SEND_FLUSH | SEND_FUA | SEND_TRIM | SEND_WRITE_ZEROES | CAN_MULTI_CONN"
         );
+    }
+
+    #[test]
+    fn every_command_and_error_round_trips_by_value_and_name() {
+        for &c in Command::ALL {
+            assert_eq!(Command::from_wire(c.wire()), Some(c));
+            assert_eq!(c.to_string(), c.name());
+            assert!(c.name().starts_with("NBD_CMD_"), "{c}");
+        }
+        assert_eq!(Command::from_wire(8), None);
+        for &e in NbdErrno::ALL {
+            assert_eq!(NbdErrno::from_wire(e.wire()), Some(e));
+            assert!(e.name().starts_with("NBD_E"), "{e}");
+        }
     }
 }
