@@ -235,6 +235,7 @@ impl std::error::Error for HandshakeError {
     }
 }
 
+/// [`HandshakeError::BadMagic`]: `found` where the magic called `expected` belongs.
 pub(crate) fn bad_magic(stage: Stage, expected: &'static str, found: u64) -> HandshakeError {
     HandshakeError::BadMagic {
         stage,
@@ -243,6 +244,7 @@ pub(crate) fn bad_magic(stage: Stage, expected: &'static str, found: u64) -> Han
     }
 }
 
+/// [`HandshakeError::Protocol`]: the server did `what`.
 pub(crate) fn protocol(stage: Stage, what: impl Into<String>) -> HandshakeError {
     HandshakeError::Protocol {
         stage,
