@@ -28,8 +28,10 @@ Environment:
   VM_BOOT_RETRIES  boots again after a guest kernel crash before /init (default 1): no test
                  has run then; QEMU's TCG rarely crashes a booting kernel
   VM_SCRATCH     size (e.g. 1G) of a fresh sparse scratch disk, /dev/vda in the guest
-  VM_MODULES     kernel modules besides ublk_drv (default "null_blk brd loop virtio_blk")
-  VM_PROGRAMS    host programs copied into the guest (default "fio mkfs.ext4 e2fsck mktemp")
+  VM_MODULES     kernel modules besides ublk_drv (default "null_blk brd loop virtio_blk nbd")
+  VM_PROGRAMS    host programs copied into the guest (default "fio mkfs.ext4 e2fsck mktemp",
+                 then the NBD servers and nbd-client: nbd-server qemu-nbd nbdkit (with its
+                 memory plugin and exportname filter) nbd-client)
   VM_RUN_SH      a script the guest runs instead of the tests (harness debugging); it may
                  set things up, then run /ublk/run-tests.sh, the generated test runner
   UBLK_VM_CACHE  kernel and apt cache (default ~/.cache/ublk-vm)
@@ -66,7 +68,8 @@ source scripts/vm/lib.sh
 [ "$host" -eq 1 ] || vm_check_kernel_choice # a bad KERNEL fails now, not after the build
 
 # --- a. Tools --------------------------------------------------------------------------------
-# (fio, the ext4 tools and coreutils' mktemp are for the tests: the guest gets copies of them.)
+# (fio, the ext4 tools, coreutils' mktemp and the NBD servers are for the tests: the guest gets
+# copies of them.)
 if [ "$host" -eq 1 ]; then vm_install_build_deps; else vm_install_deps; fi
 
 # --- b. Static test binary, binaries and examples --------------------------------------------
@@ -133,9 +136,14 @@ fi
 vm_fetch_kernel
 # Uncompressed: QEMU loads it at host speed, while the guest would gunzip it emulated (~4 s).
 initramfs=target/vm/initramfs.cpio
-# ublk_drv for the tests; null_blk, brd and loop to compare against; virtio_blk for VM_SCRATCH.
-vm_build_initramfs "$initramfs" "$payload" "${VM_MODULES-null_blk brd loop virtio_blk}" \
-    "${VM_PROGRAMS-fio mkfs.ext4 e2fsck mktemp}"
+# ublk_drv for the tests; null_blk, brd, loop and nbd (the kernel's NBD client) to compare
+# against; virtio_blk for VM_SCRATCH. The NBD servers are for the NBD client's tests.
+if [ -z "${VM_PROGRAMS+set}" ]; then
+    nbd_programs=$(vm_nbd_programs) # (an assignment of its own, so that a failure stops here)
+    VM_PROGRAMS="fio mkfs.ext4 e2fsck mktemp $nbd_programs"
+fi
+vm_build_initramfs "$initramfs" "$payload" "${VM_MODULES-null_blk brd loop virtio_blk nbd}" \
+    "$VM_PROGRAMS"
 
 disk=""
 if [ -n "${VM_SCRATCH:-}" ]; then

@@ -82,6 +82,7 @@ errno_table! {
     EBADFD => "file descriptor in bad state",
     EOPNOTSUPP => "operation not supported",
     ENOBUFS => "no buffer space available",
+    ESHUTDOWN => "cannot send after transport endpoint shutdown",
     ETIMEDOUT => "connection timed out",
     EALREADY => "operation already in progress",
     EINPROGRESS => "operation now in progress",

@@ -9,7 +9,9 @@
 #                         on, decompressed (busybox insmod cannot read .ko.xz/.ko.zst), and
 #                         load-order, the order /init loads them in (dependencies first)
 #   /usr/local/bin/       host programs asked for (fio, mkfs.ext4, ...), with the shared
-#                         libraries ldd lists and the dynamic loader at their host paths
+#                         libraries ldd lists and the dynamic loader at their host paths; a
+#                         program given as an absolute path (a file a program loads, such as an
+#                         nbdkit plugin) goes to that same path, with its libraries
 #   /ublk/                the caller's payload directory, which must hold run.sh
 #
 #   scripts/vm/initramfs.sh -o OUT -p PAYLOAD [-m "MODULES"] [-t "PROGRAMS"] [-M MODDIR]
@@ -88,11 +90,22 @@ vm_module_visit() {
 }
 
 # Copies host program $2 into /usr/local/bin of root $1 under the name asked for (mkfs.ext4 is a
-# link to mke2fs, which picks the file system by its name), with the libraries ldd lists.
+# link to mke2fs, which picks the file system by its name), with the libraries ldd lists. An
+# absolute path $2 (a shared object a program loads at run time, e.g. an nbdkit plugin, which
+# it finds at its configured path) is copied to that same path, with its libraries.
 vm_copy_program() {
     local root=$1 prog=$2 path lib
-    path=$(vm_find_command "$prog") || vm_die "host program $prog not found (install it first)"
-    install -D -m 0755 "$(readlink -f "$path")" "$root/usr/local/bin/$prog"
+    case "$prog" in
+        /*)
+            path=$prog
+            [ -f "$path" ] || vm_die "host file $path not found (install it first)"
+            install -D -m 0755 "$(readlink -f "$path")" "$root$path"
+            ;;
+        *)
+            path=$(vm_find_command "$prog") || vm_die "host program $prog not found (install it first)"
+            install -D -m 0755 "$(readlink -f "$path")" "$root/usr/local/bin/$prog"
+            ;;
+    esac
     vm_is_static "$path" && return 0
     if ldd "$path" | grep -q 'not found'; then
         vm_die "$path: ldd cannot resolve every library: $(ldd "$path" | grep 'not found' | tr -s ' \t\n' ' ')"

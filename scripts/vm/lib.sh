@@ -35,12 +35,39 @@ vm_install_deps() {
         qemu-system-x86_64:qemu-system-x86 cpio:cpio xz:xz-utils zstd:zstd \
         apt-get:apt dpkg-deb:dpkg flock:util-linux \
         fio:fio mkfs.ext4:e2fsprogs e2fsck:e2fsprogs mktemp:coreutils \
+        nbd-server:nbd-server nbd-client:nbd-client nbdkit:nbdkit qemu-nbd:qemu-utils \
         /usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring
     # The initramfs needs a static busybox: the "busybox" package's is dynamically linked.
     local busybox
     if ! busybox=$(vm_find_command busybox) || ! vm_is_static "$busybox"; then
         vm_apt_install busybox-static
     fi
+}
+
+# The nbdkit plugins and filters the guest gets (what the tests use): shared objects nbdkit
+# loads from the directories `nbdkit --dump-config` names.
+VM_NBDKIT_PLUGINS="memory"
+VM_NBDKIT_FILTERS="exportname"
+
+# Prints the NBD programs the guest gets, for vm_build_initramfs: the servers nbd-server,
+# qemu-nbd and nbdkit (with the paths of VM_NBDKIT_PLUGINS and VM_NBDKIT_FILTERS), and
+# nbd-client, the tool of the kernel's client.
+vm_nbd_programs() {
+    local config plugindir filterdir name
+    config=$(nbdkit --dump-config) || vm_die "nbdkit --dump-config failed"
+    plugindir=$(sed -n 's/^plugindir=//p' <<<"$config")
+    filterdir=$(sed -n 's/^filterdir=//p' <<<"$config")
+    if [ -z "$plugindir" ] || [ -z "$filterdir" ]; then
+        vm_die "nbdkit --dump-config names no plugindir or filterdir"
+    fi
+    printf '%s' "nbd-server qemu-nbd nbdkit nbd-client"
+    for name in $VM_NBDKIT_PLUGINS; do
+        printf ' %s' "$plugindir/nbdkit-$name-plugin.so"
+    done
+    for name in $VM_NBDKIT_FILTERS; do
+        printf ' %s' "$filterdir/nbdkit-$name-filter.so"
+    done
+    echo
 }
 
 # Builds, statically, what the guest runs into payload directory $1 (emptied first):

@@ -11,11 +11,19 @@ mod data_path;
 mod fio;
 mod harness;
 mod io;
+mod nbd;
 mod recovery;
 // The CLI's own JSON reader checks what `ublk list --json` prints.
 #[allow(dead_code, unused_imports)]
 #[path = "../../std-shell/src/bin/ublk/json.rs"]
 mod json;
+
+// The library's NBD client (private to it until its target exists), compiled here by path to
+// run its handshake against real servers; nbd.rs uses part of it (and this target's
+// `cfg(test)` build brings in its unit tests, which only `cargo test -p ublk` runs).
+#[allow(dead_code, unused_imports)]
+#[path = "../../std-shell/src/backend/nbd/mod.rs"]
+mod nbd_client;
 
 fn main() -> std::process::ExitCode {
     let tests: Vec<harness::Test> = [
@@ -25,6 +33,7 @@ fn main() -> std::process::ExitCode {
         data_path::TESTS,
         cli::TESTS,
         recovery::TESTS,
+        nbd::TESTS,
     ]
     .concat();
     harness::run(&tests)
