@@ -38,7 +38,7 @@ pub mod testing;
 pub use abi::{CtrlCmd, DevState, Features, IoOp, OpEncoding, UblkParams, UblksrvCtrlDevInfo};
 pub use ctrl::{Control, CpuMask, CtrlError, CtrlErrorKind};
 pub use errno::Errno;
-pub use queue::{DataPath, Event, Queue, QueueConfig, QueueError, RequestIo};
+pub use queue::{DataPath, Event, Queue, QueueConfig, QueueError, RequestIo, RequestSocketIo};
 pub use ring::{FixedIo, Ring, RingConfig, RingError, Target};
 pub use sys::{Fd, Mapping, RawFd};
 pub use tag::{TagSlot, TagState, TagTable};

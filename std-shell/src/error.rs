@@ -52,6 +52,12 @@ pub enum Error {
         /// The missing `UBLK_F_*` features.
         missing: Features,
     },
+    /// An NBD server could not be reached, refused the export, or sent what the protocol does
+    /// not allow; the message names the server and what it did.
+    Nbd {
+        /// What happened (`"cannot connect to the NBD server at 10.0.0.1:10809: ..."`).
+        reason: String,
+    },
     /// A device is not in a state that allows what was asked (recovering a device that has
     /// a live server, resizing one that is stopped, ...).
     DeviceState {
@@ -136,6 +142,7 @@ impl fmt::Display for Error {
                 "{what}: the running kernel's ublk driver lacks {missing} (see `ublk features`)"
             ),
             Error::DeviceState { dev_id, reason } => write!(f, "device {dev_id}: {reason}"),
+            Error::Nbd { reason } => f.write_str(reason),
         }
     }
 }

@@ -18,13 +18,6 @@ mod recovery;
 #[path = "../../std-shell/src/bin/ublk/json.rs"]
 mod json;
 
-// The library's NBD client (private to it until its target exists), compiled here by path to
-// run its handshake against real servers; nbd.rs uses part of it (and this target's
-// `cfg(test)` build brings in its unit tests, which only `cargo test -p ublk` runs).
-#[allow(dead_code, unused_imports)]
-#[path = "../../std-shell/src/backend/nbd/mod.rs"]
-mod nbd_client;
-
 fn main() -> std::process::ExitCode {
     let tests: Vec<harness::Test> = [
         control::TESTS,

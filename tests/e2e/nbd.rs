@@ -1,35 +1,33 @@
-//! The NBD client's handshake against real NBD servers, run in the VM: nbd-server, qemu-nbd
-//! and nbdkit (shipped by scripts/vm-test.sh). For each: the export's size and flags as the
-//! server describes them, a READ (and a WRITE) on the stream the handshake leaves, and an
-//! unknown export refused by name; and with nothing listening, connecting fails at once.
+//! The NBD target against real NBD servers, run in the VM: nbd-server, qemu-nbd and nbdkit
+//! (shipped by scripts/vm-test.sh). For each: the export as the server describes it, data
+//! integrity (fio verify at QD1 and QD64 on one and two connections, ext4), what FLUSH, TRIM
+//! and WRITE_ZEROES do to the server's file; then the faults: an unknown export, nothing
+//! listening, a server that hangs up in the handshake, a read-only export, and a server lost
+//! in the middle of fio, with and without reconnection.
 //!
-//! These need no ublk feature. A server that is not installed skips its test, by name.
+//! These need no ublk feature beyond the data paths some of them name. A server that is not
+//! installed skips its tests, by name.
 
-use std::io::{Read, Write};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ublk::Features;
+use ublk::backend::{Nbd, NbdAddress, NbdOptions};
 use ublk::signal::process_alive;
+use ublk::{DataPath, Device, Features};
 
-use crate::backends::{Scratch, path_str, random_bytes};
+use crate::backends::{Scratch, ext4_round_trip, path_str, random_bytes, verify_whole};
 use crate::cli::wait_until;
-use crate::fio::{failed, io_err};
+use crate::fio::{self, BLKDISCARD, BLKZEROOUT, failed, io_err, open_direct, range_ioctl, write_read_back};
 use crate::harness::{NotPassed, Test, TestResult, skip};
-use crate::nbd_client::connect::{Address, Stream, connect};
-use crate::nbd_client::error::HandshakeError;
-use crate::nbd_client::handshake::Export;
-use crate::nbd_client::proto::{
-    CmdFlags, Command as NbdCommand, NBD_REP_ERR_UNKNOWN, Request, SIMPLE_REPLY_LEN, SimpleReply,
-    TransmissionFlags,
-};
 
 const MIB: u64 = 1 << 20;
 
-/// The export every server serves: 64 MiB.
-const SIZE: u64 = 64 * MIB;
+/// The export every server serves: 32 MiB.
+const SIZE: u64 = 32 * MIB;
 
 /// How long a server may take to start serving and a handshake to finish. Generous: under
 /// TCG on a busy host nbd-server spends 2 to 8 s of emulated CPU starting, with its socket
@@ -37,21 +35,39 @@ const SIZE: u64 = 64 * MIB;
 /// tested on the host (the library's unit tests), not here.
 const START_LIMIT: Duration = Duration::from_secs(60);
 
-/// How long a request's reply may take.
-const REPLY_LIMIT: Duration = Duration::from_secs(30);
+
+const COPY: Features = DataPath::Copy.flags();
+const USER_COPY: Features = DataPath::UserCopy.flags();
+const ZERO_COPY: Features = DataPath::ZeroCopy.flags();
 
 macro_rules! tests {
-    ($($name:literal => $run:expr,)*) => {
-        &[$(Test { name: $name, needs: Features::empty(), run: $run },)*]
+    ($($name:literal needs $needs:expr => $run:expr,)*) => {
+        &[$(Test { name: $name, needs: $needs, run: $run },)*]
     };
 }
 
 /// The tests of this file, in the order they run.
 pub const TESTS: &[Test] = tests![
-    "nbd::handshake_with_nbd_server" => handshake_with_nbd_server,
-    "nbd::handshake_with_qemu_nbd" => handshake_with_qemu_nbd,
-    "nbd::handshake_with_nbdkit_memory" => handshake_with_nbdkit_memory,
-    "nbd::nothing_listening_fails_in_time" => nothing_listening_fails_in_time,
+    "nbd::exports_are_described_and_unknown_ones_refused" needs COPY => exports_are_described_and_unknown_ones_refused,
+    "nbd::nothing_listening_fails_in_time" needs COPY => nothing_listening_fails_in_time,
+    "nbd::a_server_hanging_up_in_the_handshake_is_named" needs COPY => a_server_hanging_up_in_the_handshake_is_named,
+    "nbd::nbd_server_fio_verify_1_connection" needs COPY => || verify(Kind::NbdServer, 1, None),
+    "nbd::nbd_server_fio_verify_2_connections" needs COPY => || verify(Kind::NbdServer, 2, None),
+    "nbd::qemu_nbd_fio_verify_1_connection" needs COPY => || verify(Kind::QemuNbd, 1, None),
+    "nbd::qemu_nbd_fio_verify_2_connections" needs COPY => || verify(Kind::QemuNbd, 2, None),
+    "nbd::nbdkit_fio_verify_1_connection" needs COPY => || verify(Kind::Nbdkit, 1, None),
+    "nbd::nbdkit_fio_verify_2_connections" needs COPY => || verify(Kind::Nbdkit, 2, None),
+    "nbd::copy_path_fio_verify" needs COPY => || verify(Kind::QemuNbd, 2, Some(DataPath::Copy)),
+    "nbd::user_copy_path_fio_verify" needs USER_COPY => || verify(Kind::QemuNbd, 2, Some(DataPath::UserCopy)),
+    "nbd::zero_copy_path_fio_verify" needs ZERO_COPY => || verify(Kind::QemuNbd, 2, Some(DataPath::ZeroCopy)),
+    "nbd::nbd_server_ext4" needs COPY => || ext4(Kind::NbdServer),
+    "nbd::qemu_nbd_ext4" needs COPY => || ext4(Kind::QemuNbd),
+    "nbd::nbdkit_ext4" needs COPY => || ext4(Kind::Nbdkit),
+    "nbd::nbd_server_flush_trim_and_write_zeroes_reach_the_file" needs COPY => || reach_the_file(Kind::NbdServer),
+    "nbd::qemu_nbd_flush_trim_and_write_zeroes_reach_the_file" needs COPY => || reach_the_file(Kind::QemuNbd),
+    "nbd::a_read_only_export_refuses_writes" needs COPY => a_read_only_export_refuses_writes,
+    "nbd::a_lost_server_fails_io_without_reconnection" needs COPY => a_lost_server_fails_io_without_reconnection,
+    "nbd::a_restarted_server_gets_the_held_io" needs COPY => a_restarted_server_gets_the_held_io,
 ];
 
 // --- helpers ---------------------------------------------------------------------------------
@@ -131,58 +147,33 @@ impl Server {
         failed(format!("{}: {why}\n{} said:\n{log}", self.name, self.name))
     }
 
-    /// Connects for export `name` once the server listens (refused connections are retried)
-    /// and serves, all within [`START_LIMIT`].
-    fn connect(&self, address: &Address, name: &str) -> Result<(Stream, Export), HandshakeError> {
+    /// Opens export `name` once the server serves (refused connections are retried), all
+    /// within [`START_LIMIT`].
+    fn open(&self, options: NbdOptions) -> Result<Nbd, NotPassed> {
         let deadline = Instant::now() + START_LIMIT;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match connect(address, name, left.max(Duration::from_millis(1))) {
-                Err(HandshakeError::Connect { source, .. })
+            match options.clone().open() {
+                Ok(nbd) => {
+                    println!(
+                        "    {}: export '{}' at {}: {} bytes, flags {:?}, block sizes {:?}",
+                        self.name,
+                        nbd.export_name(),
+                        nbd.address(),
+                        nbd.size(),
+                        nbd.flag_names(),
+                        nbd.block_sizes()
+                    );
+                    return Ok(nbd);
+                }
+                Err(e)
                     if Instant::now() < deadline
-                        && matches!(
-                            source.kind(),
-                            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
-                        ) =>
+                        && (e.to_string().contains("Connection refused")
+                            || e.to_string().contains("No such file")) =>
                 {
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                other => return other,
+                Err(e) => return Err(self.failure(&format!("opening the export: {e}"))),
             }
-        }
-    }
-
-    /// Connects to export `name`, which must be served.
-    fn open(&self, address: &Address, name: &str) -> Result<(Stream, Export), NotPassed> {
-        let (stream, export) = self
-            .connect(address, name)
-            .map_err(|e| self.failure(&format!("export '{name}' at {address}: {e}")))?;
-        // A server that stops answering fails the test instead of hanging it.
-        stream
-            .set_read_timeout(Some(REPLY_LIMIT))
-            .map_err(io_err("setting a timeout"))?;
-        println!(
-            "    {}: export '{}' at {address}: {} bytes, flags {}, block sizes {:?}",
-            self.name, export.name, export.size, export.flags, export.block_sizes
-        );
-        Ok((stream, export))
-    }
-
-    /// Checks that export `name` is refused, by name, with `NBD_REP_ERR_UNKNOWN`.
-    fn refuses(&self, address: &Address, name: &str) -> TestResult {
-        match self.connect(address, name) {
-            Ok((_, export)) => {
-                Err(self.failure(&format!("export '{name}' was accepted: {export:?}")))
-            }
-            Err(e @ HandshakeError::Refused { reply, .. }) if reply == NBD_REP_ERR_UNKNOWN => {
-                let want = format!(
-                    "the NBD server refused export '{name}': NBD_REP_ERR_UNKNOWN (no such export)"
-                );
-                assert!(e.to_string().starts_with(&want), "{e}");
-                println!("    {}: {e}", self.name);
-                Ok(())
-            }
-            Err(e) => Err(self.failure(&format!("export '{name}': not refused by name: {e}"))),
         }
     }
 }
@@ -210,6 +201,7 @@ impl Drop for Server {
     }
 }
 
+
 /// Skips the test unless every program is installed.
 fn require(programs: &[&str]) -> TestResult {
     match programs.iter().find(|p| find_program(p).is_none()) {
@@ -220,231 +212,173 @@ fn require(programs: &[&str]) -> TestResult {
     }
 }
 
-/// Sends `request` (and `data` for a WRITE) and reads its simple reply, which must be a
-/// success for this request; returns the data of a READ.
-fn transact(stream: &mut Stream, request: Request, data: &[u8]) -> Result<Vec<u8>, NotPassed> {
-    stream
-        .write_all(&request.encode())
-        .map_err(io_err("sending a request"))?;
-    stream
-        .write_all(data)
-        .map_err(io_err("sending a WRITE's data"))?;
-    let mut header = [0; SIMPLE_REPLY_LEN];
-    stream
-        .read_exact(&mut header)
-        .map_err(io_err("reading a reply"))?;
-    let reply =
-        SimpleReply::decode(&header).map_err(|e| failed(format!("{}: {e}", request.command)))?;
-    if reply.cookie != request.cookie || reply.error.is_some() {
-        return Err(failed(format!("{} answered {reply:?}", request.command)));
-    }
-    let len = match request.command {
-        NbdCommand::Read => request.length as usize,
-        _ => 0,
-    };
-    let mut got = vec![0; len];
-    stream
-        .read_exact(&mut got)
-        .map_err(io_err("reading a READ's data"))?;
-    Ok(got)
-}
-
-fn request(command: NbdCommand, cookie: u64, offset: u64, length: u32) -> Request {
-    Request {
-        flags: CmdFlags::empty(),
-        command,
-        cookie,
-        offset,
-        length,
-    }
-}
-
-/// The transmission phase starts where the handshake ended: READ `want.len()` bytes at
-/// `offset` (after writing them there first if `write`), compare, and disconnect.
-fn read_back(mut stream: Stream, offset: u64, want: &[u8], write: bool) -> TestResult {
-    let len = want.len() as u32;
-    if write {
-        transact(
-            &mut stream,
-            request(NbdCommand::Write, 1, offset, len),
-            want,
-        )?;
-    }
-    let got = transact(&mut stream, request(NbdCommand::Read, 2, offset, len), &[])?;
-    assert!(
-        got == want,
-        "READ at {offset} returned other bytes than were written there"
-    );
-    stream
-        .write_all(&request(NbdCommand::Disc, 3, 0, 0).encode())
-        .map_err(io_err("sending NBD_CMD_DISC"))?;
-    Ok(())
-}
-
-/// A file of `SIZE` bytes holding `pattern` at `offset`, for servers that export files.
-fn backing_file(
-    scratch: &Scratch,
-    name: &str,
-    offset: u64,
-    pattern: &[u8],
-) -> Result<PathBuf, NotPassed> {
-    use std::os::unix::fs::FileExt;
-    let path = scratch.file(name, SIZE)?;
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .map_err(io_err("opening a backing file"))?;
-    file.write_all_at(pattern, offset)
-        .map_err(io_err("writing a backing file"))?;
-    Ok(path)
-}
-
 /// `127.0.0.1:port` (the VM's loopback interface is up: scripts/vm/init).
-fn loopback(port: u16) -> Address {
-    Address::Tcp {
+fn loopback(port: u16) -> NbdAddress {
+    NbdAddress::Tcp {
         host: "127.0.0.1".into(),
         port,
     }
 }
 
-fn has(export: &Export, flags: TransmissionFlags) {
-    assert!(
-        export.flags.contains(flags),
-        "{}: flags {}, want {flags}",
-        export.name,
-        export.flags
-    );
+/// The three servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// nbd-server (the reference server), over TCP, exporting a file ("disk") and a
+    /// read-only one ("ro").
+    NbdServer,
+    /// qemu-nbd on a raw file, over a Unix socket, two connections allowed.
+    QemuNbd,
+    /// nbdkit's memory plugin over TCP, strict about its export name.
+    Nbdkit,
+}
+
+/// A server serving export "disk" of [`SIZE`] bytes.
+struct Running {
+    server: Server,
+    address: NbdAddress,
+    /// The export's file, for servers that export one.
+    file: Option<PathBuf>,
+}
+
+impl Kind {
+    fn program(self) -> &'static str {
+        match self {
+            Kind::NbdServer => "nbd-server",
+            Kind::QemuNbd => "qemu-nbd",
+            Kind::Nbdkit => "nbdkit",
+        }
+    }
+
+    /// Starts the server (a new export file in `scratch`, unless `file` names one).
+    fn start(self, scratch: &Scratch, file: Option<&Path>) -> Result<Running, NotPassed> {
+        require(&[self.program()])?;
+        let disk = match file {
+            Some(f) => f.to_path_buf(),
+            None => scratch.file("disk.img", SIZE)?,
+        };
+        match self {
+            Kind::NbdServer => {
+                let ro = scratch.file("ro.img", SIZE)?;
+                let config = scratch.dir().join("config");
+                let pid_file = scratch.dir().join("pid");
+                let _ = std::fs::remove_file(&pid_file);
+                // No user/group: it stays root, the only user the VM has.
+                let text = format!(
+                    "[generic]\nlistenaddr = 127.0.0.1\nport = 10809\n\
+                     [disk]\nexportname = {}\nflush = true\nfua = true\ntrim = true\n\
+                     [ro]\nexportname = {}\nreadonly = true\n",
+                    path_str(&disk),
+                    path_str(&ro)
+                );
+                std::fs::write(&config, text).map_err(io_err("writing nbd-server's config"))?;
+                let server = Server::daemon(
+                    "nbd-server",
+                    &["-C", path_str(&config), "-p", path_str(&pid_file)],
+                    &pid_file,
+                    scratch,
+                )?;
+                Ok(Running {
+                    server,
+                    address: loopback(10809),
+                    file: Some(disk),
+                })
+            }
+            Kind::QemuNbd => {
+                let socket = scratch.dir().join("qemu-nbd.sock");
+                let _ = std::fs::remove_file(&socket);
+                let server = Server::spawn(
+                    "qemu-nbd",
+                    &[
+                        "-f",
+                        "raw",
+                        "--persistent",
+                        // Two clients: and so CAN_MULTI_CONN.
+                        "-e",
+                        "2",
+                        "--discard=unmap",
+                        "-k",
+                        path_str(&socket),
+                        "-x",
+                        "disk",
+                        path_str(&disk),
+                    ],
+                    scratch,
+                )?;
+                Ok(Running {
+                    server,
+                    address: NbdAddress::Unix(socket),
+                    file: Some(disk),
+                })
+            }
+            Kind::Nbdkit => {
+                let server = Server::spawn(
+                    "nbdkit",
+                    &[
+                        "-f",
+                        "--exit-with-parent",
+                        "-i",
+                        "127.0.0.1",
+                        "-p",
+                        "10811",
+                        "--filter=exportname",
+                        "memory",
+                        "32M",
+                        "exportname=disk",
+                        "exportname-strict=true",
+                    ],
+                    scratch,
+                )?;
+                Ok(Running {
+                    server,
+                    address: loopback(10811),
+                    file: None,
+                })
+            }
+        }
+    }
+}
+
+impl Running {
+    /// Opens export `name` with `connections` connections.
+    fn open(&self, name: &str, connections: u16) -> Result<Nbd, NotPassed> {
+        self.server
+            .open(NbdOptions::new(self.address.clone(), name).connections(connections))
+    }
+}
+
+/// The counters of a device that served without a fault.
+fn assert_clean(dev: &Device) {
+    let s = dev.stats();
+    assert_eq!((s.errors, s.anomalies), (0, 0), "{s:?}");
 }
 
 // --- tests -----------------------------------------------------------------------------------
 
-/// nbd-server (the reference server) over TCP, with a writable and a read-only export.
-fn handshake_with_nbd_server() -> TestResult {
-    require(&["nbd-server"])?;
-    let scratch = Scratch::new("nbd-server")?;
-    let pattern = random_bytes(1, 4096);
-    let disk = backing_file(&scratch, "disk.img", 8192, &pattern)?;
-    let ro = scratch.file("ro.img", SIZE)?;
-    let config = scratch.dir().join("config");
-    let pid_file = scratch.dir().join("pid");
-    // No user/group: it stays root, the only user the VM has. No allowlist: NBD_OPT_LIST is
-    // refused, which nothing here uses.
-    let text = format!(
-        "[generic]\nlistenaddr = 127.0.0.1\nport = 10809\n\
-         [disk]\nexportname = {}\nflush = true\nfua = true\ntrim = true\n\
-         [ro]\nexportname = {}\nreadonly = true\n",
-        path_str(&disk),
-        path_str(&ro)
-    );
-    std::fs::write(&config, text).map_err(io_err("writing nbd-server's config"))?;
-    let server = Server::daemon(
-        "nbd-server",
-        &["-C", path_str(&config), "-p", path_str(&pid_file)],
-        &pid_file,
-        &scratch,
-    )?;
-    let address = loopback(10809);
-
-    let (stream, export) = server.open(&address, "disk")?;
-    assert_eq!(export.size, SIZE);
-    has(
-        &export,
-        TransmissionFlags::SEND_FLUSH | TransmissionFlags::SEND_FUA | TransmissionFlags::SEND_TRIM,
-    );
-    assert!(
-        !export.flags.contains(TransmissionFlags::READ_ONLY),
-        "{}",
-        export.flags
-    );
-    read_back(stream, 8192, &pattern, false)?;
-
-    let (stream, export) = server.open(&address, "ro")?;
-    has(&export, TransmissionFlags::READ_ONLY);
-    read_back(stream, 0, &[0; 512], false)?;
-
-    server.refuses(&address, "nope")
-}
-
-/// qemu-nbd on a raw file, over a Unix socket: it gives block sizes.
-fn handshake_with_qemu_nbd() -> TestResult {
-    require(&["qemu-nbd"])?;
-    let scratch = Scratch::new("qemu-nbd")?;
-    let pattern = random_bytes(2, 4096);
-    let disk = backing_file(&scratch, "disk.img", MIB, &pattern)?;
-    let socket = scratch.dir().join("qemu-nbd.sock");
-    let server = Server::spawn(
-        "qemu-nbd",
-        &[
-            "-f",
-            "raw",
-            "--persistent",
-            "-k",
-            path_str(&socket),
-            "-x",
-            "disk",
-            path_str(&disk),
-        ],
-        &scratch,
-    )?;
-    let address = Address::Unix(socket);
-
-    let (stream, export) = server.open(&address, "disk")?;
-    assert_eq!(export.size, SIZE);
-    has(
-        &export,
-        TransmissionFlags::SEND_FLUSH
-            | TransmissionFlags::SEND_FUA
-            | TransmissionFlags::SEND_TRIM
-            | TransmissionFlags::SEND_WRITE_ZEROES,
-    );
-    let sizes = export
-        .block_sizes
-        .ok_or_else(|| server.failure("no NBD_INFO_BLOCK_SIZE"))?;
-    assert!(
-        sizes.min <= 512 && sizes.preferred >= 512 && sizes.max >= MIB as u32,
-        "{sizes:?}"
-    );
-    read_back(stream, MIB, &pattern, false)?;
-
-    server.refuses(&address, "nope")
-}
-
-/// nbdkit's memory plugin over TCP, strict about its export name (the exportname filter:
-/// the plugin alone takes any name).
-fn handshake_with_nbdkit_memory() -> TestResult {
-    require(&["nbdkit"])?;
-    let scratch = Scratch::new("nbdkit")?;
-    let server = Server::spawn(
-        "nbdkit",
-        &[
-            "-f",
-            "--exit-with-parent",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            "10811",
-            "--filter=exportname",
-            "memory",
-            "64M",
-            "exportname=disk",
-            "exportname-strict=true",
-        ],
-        &scratch,
-    )?;
-    let address = loopback(10811);
-
-    let (stream, export) = server.open(&address, "disk")?;
-    assert_eq!(export.size, SIZE);
-    has(
-        &export,
-        TransmissionFlags::SEND_FLUSH
-            | TransmissionFlags::SEND_TRIM
-            | TransmissionFlags::SEND_WRITE_ZEROES
-            | TransmissionFlags::CAN_MULTI_CONN,
-    );
-    read_back(stream, 3 * MIB, &random_bytes(3, 8192), true)?;
-
-    server.refuses(&address, "nope")
+fn exports_are_described_and_unknown_ones_refused() -> TestResult {
+    for kind in [Kind::NbdServer, Kind::QemuNbd, Kind::Nbdkit] {
+        let scratch = Scratch::new(kind.program())?;
+        let running = kind.start(&scratch, None)?;
+        let nbd = running.open("disk", 1)?;
+        assert_eq!(nbd.size(), SIZE, "{kind:?}");
+        assert!(!nbd.is_read_only(), "{kind:?}");
+        let flags = nbd.flag_names();
+        for want in ["SEND_FLUSH", "SEND_TRIM", "SEND_WRITE_ZEROES", "CAN_MULTI_CONN"] {
+            assert!(flags.contains(&want), "{kind:?}: {flags:?} lacks {want}");
+        }
+        if kind == Kind::QemuNbd {
+            let (min, preferred, max) = nbd.block_sizes().expect("qemu-nbd gives block sizes");
+            assert!(min <= 512 && preferred >= 512 && max >= MIB as u32);
+        }
+        drop(nbd);
+        let err = NbdOptions::new(running.address.clone(), "nope")
+            .open()
+            .map(|n| n.size())
+            .expect_err("an unknown export");
+        let want = "the NBD server refused export 'nope': NBD_REP_ERR_UNKNOWN (no such export)";
+        assert!(err.to_string().starts_with(want), "{kind:?}: {err}");
+        println!("    {}: {err}", kind.program());
+    }
+    Ok(())
 }
 
 /// Nothing listening: a refused TCP connection and a missing socket fail at once, by name.
@@ -452,22 +386,211 @@ fn nothing_listening_fails_in_time() -> TestResult {
     let limit = Duration::from_secs(3);
     let cases = [
         loopback(1),
-        Address::Unix(PathBuf::from("/tmp/no-nbd-server-here.sock")),
+        NbdAddress::Unix(PathBuf::from("/tmp/no-nbd-server-here.sock")),
     ];
     for address in cases {
         let start = Instant::now();
-        let err = match connect(&address, "disk", limit) {
-            Ok((_, export)) => return Err(failed(format!("{address}: connected: {export:?}"))),
-            Err(e) => e,
-        };
+        let err = NbdOptions::new(address.clone(), "disk")
+            .timeout(limit)
+            .open()
+            .map(|n| n.size())
+            .expect_err("nothing listens");
         assert!(start.elapsed() < limit, "{address}: {:?}", start.elapsed());
-        assert!(
-            matches!(err, HandshakeError::Connect { .. }),
-            "{address}: {err}"
-        );
         let want = format!("cannot connect to the NBD server at {address}: ");
         assert!(err.to_string().starts_with(&want), "{err}");
         println!("    {err}");
     }
     Ok(())
+}
+
+/// A listener that takes each connection and closes it at once, as a server that crashes
+/// would: the handshake fails naming what the server did, and nothing hangs.
+fn a_server_hanging_up_in_the_handshake_is_named() -> TestResult {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:10812").map_err(io_err("listening on 10812"))?;
+    let hang_up = std::thread::spawn(move || {
+        if let Ok((stream, _)) = listener.accept() {
+            drop(stream);
+        }
+    });
+    let err = NbdOptions::new(loopback(10812), "disk")
+        .timeout(Duration::from_secs(10))
+        .open()
+        .map(|n| n.size())
+        .expect_err("the server hung up");
+    let _ = hang_up.join();
+    assert_eq!(
+        err.to_string(),
+        "the NBD server closed the connection during its greeting"
+    );
+    Ok(())
+}
+
+/// fio verify (QD1 and QD64, 4k to 1M) over the whole export with `connections` connections
+/// (and queues), on data path `path` (default: the best).
+fn verify(kind: Kind, connections: u16, path: Option<DataPath>) -> TestResult {
+    let scratch = Scratch::new(kind.program())?;
+    let running = kind.start(&scratch, None)?;
+    let nbd = running.open("disk", connections)?;
+    let mut builder = Device::builder().queues(connections).depth(64);
+    if let Some(path) = path {
+        builder = builder.data_path(path);
+    }
+    let dev = builder.start_target(nbd)?;
+    println!("    data path {}", dev.data_path());
+    assert_eq!(dev.info().queues(), connections);
+    assert_eq!(dev.data_path(), path.unwrap_or(dev.data_path()));
+    verify_whole(&dev.block_dev_path(), SIZE)?;
+    assert_clean(&dev);
+    dev.stop()?;
+    Ok(())
+}
+
+fn ext4(kind: Kind) -> TestResult {
+    let scratch = Scratch::new(kind.program())?;
+    let running = kind.start(&scratch, None)?;
+    let dev = Device::builder()
+        .queues(2)
+        .start_target(running.open("disk", 2)?)?;
+    ext4_round_trip(&dev.block_dev_path(), &scratch.dir().join("mnt"))?;
+    assert_clean(&dev);
+    dev.stop()?;
+    Ok(())
+}
+
+/// What the device's FLUSH, DISCARD (TRIM) and WRITE_ZEROES do reaches the server's file:
+/// written data is in it after an fsync, and a discarded or zeroed range reads as zeroes there.
+fn reach_the_file(kind: Kind) -> TestResult {
+    let scratch = Scratch::new(kind.program())?;
+    let running = kind.start(&scratch, None)?;
+    let file = running.file.clone().expect("a file-backed server");
+    let dev = Device::builder().start_target(running.open("disk", 1)?)?;
+    let path = dev.block_dev_path();
+    let pattern = random_bytes(7, 4 * MIB as usize);
+    write_read_back(&path, 0, &pattern)?;
+    let disk = open_direct(&path).map_err(io_err("opening the device"))?;
+    disk.sync_all().map_err(io_err("fsync (FLUSH)"))?;
+    let in_file = |offset: u64, len: usize| -> Result<Vec<u8>, NotPassed> {
+        let mut back = vec![0u8; len];
+        std::fs::File::open(&file)
+            .and_then(|f| f.read_exact_at(&mut back, offset))
+            .map_err(io_err("reading the server's file"))?;
+        Ok(back)
+    };
+    assert!(in_file(0, pattern.len())? == pattern, "the data is in the file after FLUSH");
+    range_ioctl(&disk, BLKDISCARD, [MIB, MIB]).map_err(io_err("BLKDISCARD"))?;
+    range_ioctl(&disk, BLKZEROOUT, [3 * MIB, 512 * 1024]).map_err(io_err("BLKZEROOUT"))?;
+    disk.sync_all().map_err(io_err("fsync (FLUSH)"))?;
+    let back = in_file(0, pattern.len())?;
+    let zeroed = |i: usize| {
+        (MIB as usize..2 * MIB as usize).contains(&i)
+            || (3 * MIB as usize..3 * MIB as usize + 512 * 1024).contains(&i)
+    };
+    for (i, (&got, &was)) in back.iter().zip(&pattern).enumerate() {
+        let want = if zeroed(i) { 0 } else { was };
+        assert_eq!(got, want, "byte {i} of the server's file");
+    }
+    let s = dev.stats();
+    assert!(s.flushes > 0 && s.discards > 0 && s.write_zeroes > 0, "{s:?}");
+    assert_clean(&dev);
+    drop(disk);
+    dev.stop()?;
+    Ok(())
+}
+
+fn a_read_only_export_refuses_writes() -> TestResult {
+    let scratch = Scratch::new("nbd-ro")?;
+    let running = Kind::NbdServer.start(&scratch, None)?;
+    let nbd = running.open("ro", 1)?;
+    assert!(nbd.is_read_only());
+    let dev = Device::builder().start_target(nbd)?;
+    let ro = std::fs::read_to_string(format!("/sys/block/ublkb{}/ro", dev.id()))
+        .map_err(io_err("reading ro"))?;
+    assert_eq!(ro.trim(), "1", "the device is read-only");
+    let err = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dev.block_dev_path())
+        .and_then(|mut f| f.write_all(&[1; 512]))
+        .expect_err("a write to a read-only device");
+    // The block layer's answer to a write to a read-only disk.
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+    dev.stop()?;
+    Ok(())
+}
+
+/// Without reconnection, a server that goes away fails the I/O in flight and what follows
+/// with EIO; nothing hangs, the status says why, and the device can be stopped.
+fn a_lost_server_fails_io_without_reconnection() -> TestResult {
+    let scratch = Scratch::new("nbd-lost")?;
+    let running = Kind::QemuNbd.start(&scratch, None)?;
+    let nbd = running.open("disk", 1)?;
+    let status = nbd.status_handle();
+    let dev = Device::builder().start_target(nbd)?;
+    let mut job = fio::job(&dev.block_dev_path(), "randrw", 32, 60);
+    job.arg("--bs=64k");
+    let child = fio::spawn(job)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let Running { server, .. } = running;
+    drop(server);
+    let out = wait_fio(child, Duration::from_secs(60))?;
+    assert!(!out.status.success(), "fio failed: its I/O failed");
+    let status = status.status();
+    assert!(!status.connected);
+    let text = status.to_string();
+    // Which end noticed first varies: a send broke, or the receive found the stream closed.
+    assert!(
+        text.contains("I/O fails with EIO")
+            && (text.contains("closed the connection") || text.contains("connection broke")),
+        "{text}"
+    );
+    println!("    status: {text}");
+    let mut buf = vec![0u8; 4096];
+    let err = open_direct(&dev.block_dev_path())
+        .and_then(|f| f.read_exact_at(crate::fio::aligned(&mut buf, 4096), 0))
+        .expect_err("a read after the loss");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    dev.stop()?;
+    Ok(())
+}
+
+/// With reconnection, a server that goes away during fio verify and comes back gets the
+/// held I/O: fio verifies every block.
+fn a_restarted_server_gets_the_held_io() -> TestResult {
+    let scratch = Scratch::new("nbd-restart")?;
+    let running = Kind::QemuNbd.start(&scratch, None)?;
+    let file = running.file.clone().expect("qemu-nbd exports a file");
+    let nbd = running.server.open(
+        NbdOptions::new(running.address.clone(), "disk").reconnect(Some(Duration::from_secs(60))),
+    )?;
+    let status = nbd.status_handle();
+    let dev = Device::builder().start_target(nbd)?;
+    let child = fio::spawn(crate::backends::fio_verify_cmd(&dev.block_dev_path(), 32, SIZE))?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let Running { server, .. } = running;
+    drop(server);
+    std::thread::sleep(Duration::from_secs(1));
+    let text = status.status().to_string();
+    assert!(text.contains("reconnecting") && text.contains("I/O is held"), "{text}");
+    println!("    while it is away: {text}");
+    let again = Kind::QemuNbd.start(&scratch, Some(&file))?;
+    let out = wait_fio(child, Duration::from_secs(240))?;
+    let result = fio::FioResult::parse(&out).map_err(failed)?;
+    assert!(out.status.success() && result.error == 0, "fio verify passed: {out:?}");
+    assert_eq!((result.write_kib, result.read_kib), (SIZE >> 10, SIZE >> 10));
+    assert!(status.status().connected, "{}", status.status());
+    assert_clean(&dev);
+    dev.stop()?;
+    drop(again);
+    Ok(())
+}
+
+/// Waits for a fio started with [`fio::spawn`], bounded.
+fn wait_fio(mut child: Child, limit: Duration) -> Result<std::process::Output, NotPassed> {
+    let done = wait_until(limit, || child.try_wait().is_ok_and(|s| s.is_some()));
+    if !done {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(failed(format!("fio still ran after {limit:?}")));
+    }
+    child.wait_with_output().map_err(io_err("reading fio's output"))
 }

@@ -19,12 +19,18 @@ pub const IORING_OP_WRITE_FIXED: u8 = 5;
 pub const IORING_OP_POLL_ADD: u8 = 6;
 /// `IORING_OP_ASYNC_CANCEL`: cancel the request whose `user_data` is in `addr`.
 pub const IORING_OP_ASYNC_CANCEL: u8 = 14;
+/// `IORING_OP_TIMEOUT`
+pub const IORING_OP_TIMEOUT: u8 = 11;
 /// `IORING_OP_FALLOCATE`
 pub const IORING_OP_FALLOCATE: u8 = 17;
 /// `IORING_OP_READ`
 pub const IORING_OP_READ: u8 = 22;
 /// `IORING_OP_WRITE`
 pub const IORING_OP_WRITE: u8 = 23;
+/// `IORING_OP_SEND`
+pub const IORING_OP_SEND: u8 = 26;
+/// `IORING_OP_RECV`
+pub const IORING_OP_RECV: u8 = 27;
 /// `IORING_OP_URING_CMD` (46; an early port used 27 and got nothing back).
 pub const IORING_OP_URING_CMD: u8 = 46;
 
@@ -43,6 +49,9 @@ pub const IOSQE_BUFFER_SELECT: u8 = 1 << 5;
 /// `IOSQE_CQE_SKIP_SUCCESS`
 pub const IOSQE_CQE_SKIP_SUCCESS: u8 = 1 << 6;
 
+/// `IORING_RECVSEND_FIXED_BUF` (in the SQE's `ioprio`): a send or receive on a registered
+/// buffer, `buf_index`.
+pub const IORING_RECVSEND_FIXED_BUF: u16 = 1 << 2;
 /// `IORING_FSYNC_DATASYNC`
 pub const IORING_FSYNC_DATASYNC: u32 = 1 << 0;
 

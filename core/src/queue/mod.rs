@@ -38,7 +38,7 @@ use crate::sys::{Mapping, RawFd, page_size};
 use crate::tag::{InvalidTransition, TagEvent, TagSlot, TagState, TagTable};
 use crate::{QueueRing, abi};
 pub use data_path::DataPath;
-pub use request_data::RequestIo;
+pub use request_data::{RequestIo, RequestSocketIo};
 use tag_bits::TagBits;
 use user_data::UserData;
 

@@ -19,7 +19,7 @@ use crate::abi::IoCmd;
 use crate::abi::io::user_copy_pos;
 use crate::abi::uring::{IOSQE_IO_LINK, Sqe64};
 use crate::errno::Errno;
-use crate::ring::{FixedIo, Target};
+use crate::ring::{FixedIo, SocketBuf, SocketRecv, SocketSend, Target};
 use crate::sys;
 use crate::tag::TagState;
 
@@ -36,6 +36,23 @@ pub struct RequestIo {
     pub len: u32,
     /// `RWF_*` flags (`RWF_DSYNC` for a write through).
     pub rw_flags: u32,
+}
+
+/// A transfer between a socket and a request's pages, on the zero-copy path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestSocketIo {
+    /// The socket: a registered file of the queue's ring, or a descriptor.
+    pub socket: Target,
+    /// Where in the request's data the transfer starts, in bytes.
+    pub request_offset: u32,
+    /// Bytes to transfer.
+    pub len: u32,
+    /// `MSG_*` flags (`MSG_WAITALL` to move all `len` bytes in one operation).
+    pub msg_flags: u32,
+    /// Link the operation to the next one pushed (`IOSQE_IO_LINK`): that one starts only when
+    /// this one succeeded, and is cancelled otherwise. What keeps one message's parts
+    /// together on a stream.
+    pub link: bool,
 }
 
 impl Queue<'_> {
@@ -64,13 +81,82 @@ impl Queue<'_> {
         self.push_request_io(tag, sqe, cookie)
     }
 
-    fn fixed_io(&self, tag: u16, io: RequestIo) -> Result<FixedIo, QueueError> {
+    /// Zero copy: queues a send of `tag`'s request pages on `io.socket` (a WRITE's payload),
+    /// to come back as [`Event::TargetDone`](super::Event::TargetDone) with `cookie`.
+    pub fn send_from_request(
+        &mut self,
+        tag: u16,
+        io: RequestSocketIo,
+        cookie: u32,
+    ) -> Result<(), QueueError> {
+        self.require_registered(tag)?;
+        let sqe = Sqe64::send(
+            SocketSend {
+                socket: io.socket,
+                buf: SocketBuf::Fixed {
+                    index: buffer_slot(tag),
+                    offset: u64::from(io.request_offset),
+                },
+                len: io.len,
+                msg_flags: io.msg_flags,
+            },
+            0,
+        );
+        self.push_request_io(tag, linked(sqe, io.link), cookie)
+    }
+
+    /// Zero copy: queues a receive from `io.socket` straight into `tag`'s request pages (a
+    /// READ's reply); see [`Queue::send_from_request`].
+    pub fn recv_into_request(
+        &mut self,
+        tag: u16,
+        io: RequestSocketIo,
+        cookie: u32,
+    ) -> Result<(), QueueError> {
+        self.require_registered(tag)?;
+        let sqe = Sqe64::recv(
+            SocketRecv {
+                socket: io.socket,
+                buf: SocketBuf::Fixed {
+                    index: buffer_slot(tag),
+                    offset: u64::from(io.request_offset),
+                },
+                len: io.len,
+                msg_flags: io.msg_flags,
+            },
+            0,
+        );
+        self.push_request_io(tag, linked(sqe, io.link), cookie)
+    }
+
+    /// Makes room for `entries` submissions at once (submitting what is queued if need be),
+    /// so that a chain of linked operations goes to the kernel whole: a link cannot span two
+    /// submissions. Fails if the ring is smaller than that.
+    pub fn reserve(&mut self, entries: u32) -> Result<(), QueueError> {
+        if entries > self.ring.sq_entries() {
+            return Err(QueueError::Config(
+                "more linked operations than the submission queue holds",
+            ));
+        }
+        if self.ring.sq_space() < entries {
+            self.ring.submit()?;
+        }
+        Ok(())
+    }
+
+    /// Checks that `tag`'s request pages are in the ring's buffer table to operate on: the
+    /// zero-copy path, and a request being served.
+    fn require_registered(&self, tag: u16) -> Result<(), QueueError> {
         if self.cfg.data_path != DataPath::ZeroCopy {
             return Err(QueueError::Config(
                 "the request's pages are registered only on the zero-copy path",
             ));
         }
-        self.require_owned(tag)?;
+        self.require_owned(tag)
+    }
+
+    fn fixed_io(&self, tag: u16, io: RequestIo) -> Result<FixedIo, QueueError> {
+        self.require_registered(tag)?;
         Ok(FixedIo {
             file: io.file,
             buf_index: buffer_slot(tag),
@@ -82,7 +168,7 @@ impl Queue<'_> {
         })
     }
 
-    fn require_owned(&self, tag: u16) -> Result<(), QueueError> {
+    pub(super) fn require_owned(&self, tag: u16) -> Result<(), QueueError> {
         if self.tags.state(tag) == Some(TagState::Owned) {
             Ok(())
         } else {
@@ -201,5 +287,14 @@ impl Queue<'_> {
             Some(addr) if len <= self.buf_stride => Ok(addr),
             _ => Err(Errno::EINVAL),
         }
+    }
+}
+
+/// `sqe`, linked to the next entry if `link`.
+fn linked(sqe: Sqe64, link: bool) -> Sqe64 {
+    if link {
+        sqe.with_flags(IOSQE_IO_LINK)
+    } else {
+        sqe
     }
 }

@@ -19,6 +19,8 @@
 //! altogether are counted and reported once as [`RingError::CompletionsLost`].
 
 mod prep;
+mod prep_net;
+mod prep_timer;
 
 use core::fmt;
 use core::marker::PhantomData;
@@ -26,6 +28,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
 
 pub use prep::{FixedIo, Target};
+pub use prep_net::{SocketBuf, SocketRecv, SocketSend};
 
 #[cfg(doc)]
 use crate::abi::uring::{Cqe16, Sqe64};

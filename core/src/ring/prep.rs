@@ -50,7 +50,7 @@ impl<const CMD: usize> Sqe<CMD>
 where
     Sqe<CMD>: SqeLayout,
 {
-    fn base(opcode: u8, target: Option<Target>, user_data: u64) -> Self {
+    pub(super) fn base(opcode: u8, target: Option<Target>, user_data: u64) -> Self {
         let mut sqe = <Self as Pod>::zeroed();
         sqe.opcode = opcode;
         sqe.user_data = user_data;

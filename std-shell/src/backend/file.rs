@@ -399,6 +399,7 @@ impl Target for Loop {
             discard: self.discard,
             // Zero copy hands the request's own pages to O_DIRECT, which wants them aligned.
             dma_alignment: self.dio_mem_align,
+            max_io_bytes: None,
         }
     }
 

@@ -36,9 +36,6 @@
 mod file;
 mod file_ops;
 mod mem;
-// The NBD client's protocol and handshake, for the NBD target to come (issue #17): nothing
-// uses them yet but their tests.
-#[allow(dead_code)]
 mod nbd;
 mod null;
 
@@ -47,11 +44,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ublk_core::abi::uring::Sqe64;
-use ublk_core::{DataPath, Errno, IoOp, Queue, QueueError, RawFd, RequestIo};
+use ublk_core::{DataPath, Errno, IoOp, Queue, QueueError, RawFd, RequestIo, RequestSocketIo};
 
 pub use crate::device::DiscardLimits;
 pub use file::{Loop, LoopOptions, LoopQueue};
 pub use mem::{Mem, MemQueue};
+pub use nbd::{Nbd, NbdAddress, NbdOptions, NbdQueue, NbdStatus, NbdStatusHandle};
 pub use null::{Null, NullQueue};
 pub use ublk_core::abi::IoFlags;
 
@@ -83,6 +81,9 @@ pub struct Properties {
     /// alignment on the zero-copy path. The block layer then bounces or refuses I/O from
     /// buffers less aligned.
     pub dma_alignment: Option<u32>,
+    /// The largest READ or WRITE it takes, in bytes (e.g. an NBD server's maximum block
+    /// size): the device's largest I/O is at most this, rounded down to a page.
+    pub max_io_bytes: Option<u32>,
 }
 
 /// What a [`Target`] is told about a queue it opens.
@@ -293,6 +294,41 @@ impl<'q, 't> IoContext<'q, 't> {
         self.queue
             .write_from_request(tag, io, cookie)
             .map_err(queue_error)
+    }
+
+    /// Zero copy: sends the pages of `tag`'s request on `io.socket` (a WRITE's payload), as
+    /// an operation on the queue's ring that comes back to [`TargetQueue::op_done`] with
+    /// `cookie`. With `io.link` the next operation pushed starts only after this one
+    /// succeeded (reserve room for the whole chain first: [`IoContext::reserve`]).
+    pub fn send_from_request(
+        &mut self,
+        tag: u16,
+        io: RequestSocketIo,
+        cookie: u32,
+    ) -> io::Result<()> {
+        self.queue
+            .send_from_request(tag, io, cookie)
+            .map_err(queue_error)
+    }
+
+    /// Zero copy: receives from `io.socket` straight into the pages of `tag`'s request (a
+    /// READ's reply); see [`IoContext::send_from_request`].
+    pub fn recv_into_request(
+        &mut self,
+        tag: u16,
+        io: RequestSocketIo,
+        cookie: u32,
+    ) -> io::Result<()> {
+        self.queue
+            .recv_into_request(tag, io, cookie)
+            .map_err(queue_error)
+    }
+
+    /// Makes room for `entries` operations in one submission, so that a chain of linked
+    /// operations reaches the kernel whole (a link cannot span two submissions). One more
+    /// per zero-copy operation whose request may need its pages registered by hand.
+    pub fn reserve(&mut self, entries: u32) -> io::Result<()> {
+        self.queue.reserve(entries).map_err(queue_error)
     }
 
     /// User copy (also on the zero-copy path): copies `data` into `tag`'s request from byte

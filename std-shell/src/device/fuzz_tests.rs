@@ -346,6 +346,7 @@ fn fuzz_settings_resolve_by_precedence_or_name_what_the_backend_cannot_serve() {
             fua: maybe(p, Prng::bool),
             discard: maybe(p, |p| geometry(p).discard).flatten(),
             dma_alignment: maybe(p, |p| 1 << p.below(13)),
+            max_io_bytes: None,
         };
         // Builder, else backend, else default; refused: a size beyond the backend's, a block
         // size below its minimum, writes to a read-only backend.

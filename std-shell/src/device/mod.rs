@@ -77,7 +77,8 @@ impl DeviceBuilder {
         self
     }
 
-    /// Largest request in bytes, a page to 32 MiB (default 512 KiB). Each queue maps `depth`
+    /// Largest request in bytes, a page to 32 MiB (default 512 KiB, or less if the backend
+    /// takes less: [`Properties::max_io_bytes`](crate::Properties::max_io_bytes)). Each queue maps `depth`
     /// buffers of this size (address space only: pages are allocated as I/O touches them,
     /// and no swap is reserved).
     pub fn max_io_bytes(mut self, bytes: u32) -> Self {
@@ -205,6 +206,11 @@ impl DeviceBuilder {
         let geometry = self.settings.resolve(&properties)?;
         let mut new = self.new;
         new.flags |= self.recovery.flags();
+        if let Some(most) = properties.max_io_bytes {
+            // The backend's limit, in whole pages (a smaller one is refused by `validate`).
+            let page = ublk_core::sys::page_size() as u32;
+            new.max_io_bytes = new.max_io_bytes.min(most / page * page);
+        }
         let unsupported = new.flags - BUILD_FEATURES;
         if !unsupported.is_empty() {
             return Err(Error::invalid(

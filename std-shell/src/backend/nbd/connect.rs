@@ -12,21 +12,24 @@ use std::time::{Duration, Instant};
 use super::error::HandshakeError;
 use super::handshake::{Export, handshake};
 
-/// The port IANA reserved for NBD.
-pub(crate) const DEFAULT_PORT: u16 = 10809;
 
-/// Where an NBD server listens.
+/// Where an NBD server listens (`ublk::backend::NbdAddress`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Address {
+pub enum Address {
     /// A host name or IP address, and a port.
     Tcp {
         /// Name or address (IPv6 without brackets).
         host: String,
-        /// Port ([`DEFAULT_PORT`] usually).
+        /// Port ([`Address::DEFAULT_PORT`] usually).
         port: u16,
     },
     /// A Unix socket's path.
     Unix(PathBuf),
+}
+
+impl Address {
+    /// The port IANA reserved for NBD, 10809.
+    pub const DEFAULT_PORT: u16 = 10809;
 }
 
 /// `host:port` (`[v6]:port`), or `unix:PATH`.
