@@ -152,7 +152,10 @@ impl Server {
     fn open(&self, options: NbdOptions) -> Result<Nbd, NotPassed> {
         let deadline = Instant::now() + START_LIMIT;
         loop {
-            match options.clone().open() {
+            // The whole start limit for the handshake too: nbd-server listens before it
+            // answers.
+            let left = deadline.saturating_duration_since(Instant::now());
+            match options.clone().timeout(left.max(Duration::from_secs(1))).open() {
                 Ok(nbd) => {
                     println!(
                         "    {}: export '{}' at {}: {} bytes, flags {:?}, block sizes {:?}",
