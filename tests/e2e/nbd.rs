@@ -21,7 +21,9 @@ use ublk::{DataPath, Device, Features};
 
 use crate::backends::{Scratch, ext4_round_trip, path_str, random_bytes, verify_whole};
 use crate::cli::wait_until;
-use crate::fio::{self, BLKDISCARD, BLKZEROOUT, failed, io_err, open_direct, range_ioctl, write_read_back};
+use crate::fio::{
+    self, BLKDISCARD, BLKZEROOUT, failed, io_err, open_direct, range_ioctl, write_read_back,
+};
 use crate::harness::{NotPassed, Test, TestResult, skip};
 
 const MIB: u64 = 1 << 20;
@@ -34,7 +36,6 @@ const SIZE: u64 = 32 * MIB;
 /// already listening (connections wait in its backlog), and the handshake's time limit is
 /// tested on the host (the library's unit tests), not here.
 const START_LIMIT: Duration = Duration::from_secs(60);
-
 
 const COPY: Features = DataPath::Copy.flags();
 const USER_COPY: Features = DataPath::UserCopy.flags();
@@ -155,7 +156,11 @@ impl Server {
             // The whole start limit for the handshake too: nbd-server listens before it
             // answers.
             let left = deadline.saturating_duration_since(Instant::now());
-            match options.clone().timeout(left.max(Duration::from_secs(1))).open() {
+            match options
+                .clone()
+                .timeout(left.max(Duration::from_secs(1)))
+                .open()
+            {
                 Ok(nbd) => {
                     println!(
                         "    {}: export '{}' at {}: {} bytes, flags {:?}, block sizes {:?}",
@@ -203,7 +208,6 @@ impl Drop for Server {
         }
     }
 }
-
 
 /// Skips the test unless every program is installed.
 fn require(programs: &[&str]) -> TestResult {
@@ -365,7 +369,12 @@ fn exports_are_described_and_unknown_ones_refused() -> TestResult {
         assert_eq!(nbd.size(), SIZE, "{kind:?}");
         assert!(!nbd.is_read_only(), "{kind:?}");
         let flags = nbd.flag_names();
-        for want in ["SEND_FLUSH", "SEND_TRIM", "SEND_WRITE_ZEROES", "CAN_MULTI_CONN"] {
+        for want in [
+            "SEND_FLUSH",
+            "SEND_TRIM",
+            "SEND_WRITE_ZEROES",
+            "CAN_MULTI_CONN",
+        ] {
             assert!(flags.contains(&want), "{kind:?}: {flags:?} lacks {want}");
         }
         if kind == Kind::QemuNbd {
@@ -480,7 +489,10 @@ fn reach_the_file(kind: Kind) -> TestResult {
             .map_err(io_err("reading the server's file"))?;
         Ok(back)
     };
-    assert!(in_file(0, pattern.len())? == pattern, "the data is in the file after FLUSH");
+    assert!(
+        in_file(0, pattern.len())? == pattern,
+        "the data is in the file after FLUSH"
+    );
     range_ioctl(&disk, BLKDISCARD, [MIB, MIB]).map_err(io_err("BLKDISCARD"))?;
     range_ioctl(&disk, BLKZEROOUT, [3 * MIB, 512 * 1024]).map_err(io_err("BLKZEROOUT"))?;
     disk.sync_all().map_err(io_err("fsync (FLUSH)"))?;
@@ -494,7 +506,10 @@ fn reach_the_file(kind: Kind) -> TestResult {
         assert_eq!(got, want, "byte {i} of the server's file");
     }
     let s = dev.stats();
-    assert!(s.flushes > 0 && s.discards > 0 && s.write_zeroes > 0, "{s:?}");
+    assert!(
+        s.flushes > 0 && s.discards > 0 && s.write_zeroes > 0,
+        "{s:?}"
+    );
     assert_clean(&dev);
     drop(disk);
     dev.stop()?;
@@ -567,19 +582,32 @@ fn a_restarted_server_gets_the_held_io() -> TestResult {
     )?;
     let status = nbd.status_handle();
     let dev = Device::builder().start_target(nbd)?;
-    let child = fio::spawn(crate::backends::fio_verify_cmd(&dev.block_dev_path(), 32, SIZE))?;
+    let child = fio::spawn(crate::backends::fio_verify_cmd(
+        &dev.block_dev_path(),
+        32,
+        SIZE,
+    ))?;
     std::thread::sleep(Duration::from_millis(1500));
     let Running { server, .. } = running;
     drop(server);
     std::thread::sleep(Duration::from_secs(1));
     let text = status.status().to_string();
-    assert!(text.contains("reconnecting") && text.contains("I/O is held"), "{text}");
+    assert!(
+        text.contains("reconnecting") && text.contains("I/O is held"),
+        "{text}"
+    );
     println!("    while it is away: {text}");
     let again = Kind::QemuNbd.start(&scratch, Some(&file))?;
     let out = wait_fio(child, Duration::from_secs(240))?;
     let result = fio::FioResult::parse(&out).map_err(failed)?;
-    assert!(out.status.success() && result.error == 0, "fio verify passed: {out:?}");
-    assert_eq!((result.write_kib, result.read_kib), (SIZE >> 10, SIZE >> 10));
+    assert!(
+        out.status.success() && result.error == 0,
+        "fio verify passed: {out:?}"
+    );
+    assert_eq!(
+        (result.write_kib, result.read_kib),
+        (SIZE >> 10, SIZE >> 10)
+    );
     assert!(status.status().connected, "{}", status.status());
     assert_clean(&dev);
     dev.stop()?;
@@ -595,5 +623,7 @@ fn wait_fio(mut child: Child, limit: Duration) -> Result<std::process::Output, N
         let _ = child.wait();
         return Err(failed(format!("fio still ran after {limit:?}")));
     }
-    child.wait_with_output().map_err(io_err("reading fio's output"))
+    child
+        .wait_with_output()
+        .map_err(io_err("reading fio's output"))
 }

@@ -29,7 +29,10 @@ mod tests {
             tv_nsec: 5,
         };
         let sqe = Sqe64::timeout(&ts, 3);
-        assert_eq!((sqe.opcode, sqe.fd, sqe.user_data), (IORING_OP_TIMEOUT, -1, 3));
+        assert_eq!(
+            (sqe.opcode, sqe.fd, sqe.user_data),
+            (IORING_OP_TIMEOUT, -1, 3)
+        );
         assert_eq!((sqe.addr, sqe.len, sqe.off), (&ts as *const _ as u64, 1, 0));
     }
 }

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use super::error::HandshakeError;
 use super::handshake::{Export, handshake};
 
-
 /// Where an NBD server listens (`ublk::backend::NbdAddress`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Address {

@@ -30,8 +30,8 @@ use ublk_core::{DataPath, Errno, IoOp, RequestSocketIo};
 use super::connect::{Stream, connect};
 use super::handshake::Export;
 use super::proto::{
-    CmdFlags, Command, NbdErrno, REQUEST_LEN, Request as NbdRequest, SIMPLE_REPLY_LEN,
-    SimpleReply, TransmissionFlags, WireError,
+    CmdFlags, Command, NbdErrno, REQUEST_LEN, Request as NbdRequest, SIMPLE_REPLY_LEN, SimpleReply,
+    TransmissionFlags, WireError,
 };
 use super::target::NbdOptions;
 use crate::backend::{IoContext, IoFlags, QueueInfo, Reply, Request, TargetQueue};
@@ -189,7 +189,11 @@ impl NbdQueue {
             IoOp::Read => Ok((Command::Read, CmdFlags::empty())),
             IoOp::Write => {
                 let fua = req.flags.contains(IoFlags::FUA) && has(TransmissionFlags::SEND_FUA);
-                let flags = if fua { CmdFlags::FUA } else { CmdFlags::empty() };
+                let flags = if fua {
+                    CmdFlags::FUA
+                } else {
+                    CmdFlags::empty()
+                };
                 Ok((Command::Write, flags))
             }
             // Without a write cache on the server there is nothing to flush.
@@ -200,7 +204,11 @@ impl NbdQueue {
             }
             IoOp::WriteZeroes if has(TransmissionFlags::SEND_WRITE_ZEROES) => {
                 let keep = req.flags.contains(IoFlags::NOUNMAP);
-                let flags = if keep { CmdFlags::NO_HOLE } else { CmdFlags::empty() };
+                let flags = if keep {
+                    CmdFlags::NO_HOLE
+                } else {
+                    CmdFlags::empty()
+                };
                 Ok((Command::WriteZeroes, flags))
             }
             _ => Err(-libc::EOPNOTSUPP),

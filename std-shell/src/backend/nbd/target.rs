@@ -214,9 +214,7 @@ impl Nbd {
 
     /// The export's block sizes (minimum, preferred, maximum), if the server gave them.
     pub fn block_sizes(&self) -> Option<(u32, u32, u32)> {
-        self.export
-            .block_sizes
-            .map(|b| (b.min, b.preferred, b.max))
+        self.export.block_sizes.map(|b| (b.min, b.preferred, b.max))
     }
 
     /// How many connections (and so queues) the device has.
