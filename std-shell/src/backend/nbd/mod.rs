@@ -13,6 +13,7 @@ pub(crate) mod handshake;
 #[allow(dead_code)]
 pub(crate) mod proto;
 mod queue;
+mod staging;
 mod target;
 
 pub use queue::NbdQueue;

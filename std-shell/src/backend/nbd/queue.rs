@@ -33,8 +33,17 @@ use super::proto::{
     CmdFlags, Command, NbdErrno, REQUEST_LEN, Request as NbdRequest, SIMPLE_REPLY_LEN, SimpleReply,
     TransmissionFlags, WireError,
 };
+use super::staging::Staging;
 use super::target::NbdOptions;
 use crate::backend::{IoContext, IoFlags, QueueInfo, Reply, Request, TargetQueue};
+
+/// Bytes of replies received at once while only small requests are in flight.
+const STAGING: usize = 64 << 10;
+
+/// A READ larger than this has its data received straight into its request (with no copy
+/// on the zero-copy path): while one is in flight, replies are received one header at a
+/// time, so that no such data lands in the staging buffer.
+const LARGE_READ: u32 = 16 << 10;
 
 /// Requests whose sends one chain carries at most: a chain is one submission, and the ring
 /// has room for a few of them besides the commits.
@@ -43,13 +52,18 @@ const CHAIN_REQUESTS: usize = 16;
 /// What a target operation's cookie says it was.
 const SEND_HEADER: u32 = 1;
 const SEND_PAYLOAD: u32 = 2;
-const RECV_HEADER: u32 = 3;
+const RECV_STAGED: u32 = 3;
 const RECV_PAYLOAD: u32 = 4;
 const RECONNECT_TIMER: u32 = 5;
 
 /// The first pause between two connection attempts; it doubles up to [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
 const MAX_PAUSE: Duration = Duration::from_secs(5);
+
+/// True for a READ whose data is received straight into its request.
+fn is_large_read(req: &InFlight) -> bool {
+    req.command == Command::Read && req.len > LARGE_READ
+}
 
 /// What a connection is doing, shared with [`super::Nbd::status`]: `None` while it is up,
 /// else what is wrong. Written on changes only, never per request.
@@ -109,8 +123,12 @@ pub struct NbdQueue {
     generation: u16,
     /// Each tag's request header, as sent: the chain's sends point here.
     headers: Box<[[u8; REQUEST_LEN]]>,
-    /// The reply header being received.
-    reply: Box<[u8; SIMPLE_REPLY_LEN]>,
+    /// Replies received and not parsed yet.
+    staged: Staging,
+    /// In-flight READs larger than [`LARGE_READ`].
+    large_reads: u32,
+    /// Bytes of a READ's data being received straight into its request.
+    payload_rest: u32,
     /// The pause before the next connection attempt, for the ring's timer.
     pause: Box<KernelTimespec>,
     requests: Box<[Option<InFlight>]>,
@@ -164,7 +182,9 @@ impl NbdQueue {
             link: Link::Up,
             generation: 1,
             headers: vec![[0; REQUEST_LEN]; depth].into_boxed_slice(),
-            reply: Box::new([0; SIMPLE_REPLY_LEN]),
+            staged: Staging::new(STAGING),
+            large_reads: 0,
+            payload_rest: 0,
             pause: Box::new(KernelTimespec::default()),
             requests: vec![None; depth].into_boxed_slice(),
             waiting: VecDeque::with_capacity(depth),
@@ -237,8 +257,11 @@ impl NbdQueue {
 
     /// Answers `tag`'s request: it is no longer in flight.
     fn answer(&mut self, tag: u16, result: i32, io: &mut IoContext<'_, '_>) {
-        if let Some(slot) = self.requests.get_mut(usize::from(tag)) {
-            *slot = None;
+        if let Some(slot) = self.requests.get_mut(usize::from(tag))
+            && let Some(req) = slot.take()
+            && is_large_read(&req)
+        {
+            self.large_reads -= 1;
         }
         io.complete(tag, result);
     }
@@ -364,47 +387,104 @@ impl NbdQueue {
 
     // --- receiving ---------------------------------------------------------------------------
 
-    /// Queues the receive of the next reply header.
-    fn receive_header(&mut self, io: &mut IoContext<'_, '_>) -> bool {
+    /// Queues the next receive into the staging buffer: everything the socket has, up to
+    /// the room left, while only small requests are in flight; else exactly one reply
+    /// header, so that a large READ's data can go straight into its request.
+    fn receive(&mut self, io: &mut IoContext<'_, '_>) -> bool {
+        self.staged.compact();
+        let (len, flags) = if self.large_reads == 0 {
+            (self.staged.room(), 0)
+        } else {
+            (SIMPLE_REPLY_LEN, libc::MSG_WAITALL)
+        };
         let op = Sqe64::recv(
             SocketRecv {
                 socket: ublk_core::Target::Fd(self.fd),
-                buf: SocketBuf::Memory(self.reply.as_mut_ptr()),
-                len: SIMPLE_REPLY_LEN as u32,
-                msg_flags: libc::MSG_WAITALL as u32,
+                buf: SocketBuf::Memory(self.staged.tail()),
+                len: len as u32,
+                msg_flags: flags as u32,
             },
             0,
         );
-        let ok = push_op(io, op, 0, RECV_HEADER);
+        let ok = push_op(io, op, 0, RECV_STAGED);
         if ok {
             self.receiving += 1;
         }
         ok
     }
 
-    fn received_header(&mut self, result: i32, io: &mut IoContext<'_, '_>) {
+    fn received(&mut self, result: i32, io: &mut IoContext<'_, '_>) {
         self.receiving = self.receiving.saturating_sub(1);
         if !matches!(self.link, Link::Up) {
             self.drained(io);
             return;
         }
-        if result != SIMPLE_REPLY_LEN as i32 {
-            let why = match result {
-                0 => "the server closed the connection".to_string(),
-                e if e < 0 => format!("receiving from the server failed: {}", Errno(-e)),
-                n => format!("the server sent {n} bytes of a 16-byte reply, then closed"),
-            };
-            self.lose(why, io);
-            return;
+        match result {
+            n if n > 0 => self.staged.grew(n as usize),
+            0 => return self.lose("the server closed the connection".into(), io),
+            e => {
+                let why = format!("receiving from the server failed: {}", Errno(-e));
+                return self.lose(why, io);
+            }
         }
-        let reply = SimpleReply::decode(&self.reply);
-        let (cookie, error) = match reply {
+        // Every whole reply received is answered; a READ's data not all here yet is
+        // received straight into its request, and the receiving goes on after it.
+        while let Some(header) = self.staged.peek::<SIMPLE_REPLY_LEN>() {
+            let Some((tag, request, error)) = self.reply_for(&header, io) else {
+                return;
+            };
+            let data = self.staged.len() - SIMPLE_REPLY_LEN;
+            match error {
+                Some(errno) => {
+                    self.staged.consume(SIMPLE_REPLY_LEN);
+                    self.answer(tag, -errno.0, io);
+                    if errno.0 == libc::ESHUTDOWN {
+                        return self.lose("the server is shutting down (ESHUTDOWN)".into(), io);
+                    }
+                }
+                None if request.command == Command::Read && request.len > 0 => {
+                    let len = request.len as usize;
+                    let here = data.min(len);
+                    let copied = self.deliver(tag, SIMPLE_REPLY_LEN, here, here == len, io);
+                    self.staged.consume(SIMPLE_REPLY_LEN + here);
+                    if !copied {
+                        self.answer(tag, -libc::EIO, io);
+                    } else if here == len {
+                        self.answer(tag, len as i32, io);
+                    } else {
+                        return self.receive_rest(tag, here as u32, request.len, io);
+                    }
+                }
+                None => {
+                    self.staged.consume(SIMPLE_REPLY_LEN);
+                    let done = if request.command == Command::Write {
+                        request.len as i32
+                    } else {
+                        0
+                    };
+                    self.answer(tag, done, io);
+                }
+            }
+        }
+        if !self.receive(io) {
+            self.lose("queueing a receive failed".into(), io);
+        }
+    }
+
+    /// The request a reply header answers, and its error; `None` (the connection lost) for a
+    /// reply that is malformed or for a handle not in flight.
+    fn reply_for(
+        &mut self,
+        header: &[u8; SIMPLE_REPLY_LEN],
+        io: &mut IoContext<'_, '_>,
+    ) -> Option<(u16, InFlight, Option<Errno>)> {
+        let (cookie, error) = match SimpleReply::decode(header) {
             Ok(r) => (r.cookie, r.error.map(NbdErrno::errno)),
             // Not an error the protocol defines: fail that request, keep the connection.
             Err(WireError::UnknownError { cookie, .. }) => (cookie, Some(Errno::EIO)),
             Err(e) => {
                 self.lose(format!("the server sent a malformed reply: {e}"), io);
-                return;
+                return None;
             }
         };
         let tag = (cookie & 0xffff) as u16;
@@ -415,49 +495,65 @@ impl NbdQueue {
             .copied()
             .flatten()
             .filter(|r| current && r.sent);
-        let Some(request) = request else {
-            self.lose(
-                format!("the server sent a reply for handle {cookie:#x}, which is not in flight"),
-                io,
-            );
-            return;
-        };
-        match error {
-            Some(errno) => {
-                self.answer(tag, -errno.0, io);
-                if errno.0 == libc::ESHUTDOWN {
-                    self.lose("the server is shutting down (ESHUTDOWN)".into(), io);
-                    return;
-                }
-                self.receive_header(io);
-            }
-            None if request.command == Command::Read && request.len > 0 => {
-                self.receive_payload(tag, request.len, io);
-            }
+        match request {
+            Some(request) => Some((tag, request, error)),
             None => {
-                let result = if request.command == Command::Write {
-                    request.len as i32
-                } else {
-                    0
-                };
-                self.answer(tag, result, io);
-                self.receive_header(io);
+                let why = format!(
+                    "the server sent a reply for handle {cookie:#x}, which is not in flight"
+                );
+                self.lose(why, io);
+                None
             }
         }
     }
 
-    /// Receives a READ's data into the request, and the next header after it.
-    fn receive_payload(&mut self, tag: u16, len: u32, io: &mut IoContext<'_, '_>) {
-        if io.reserve(3).is_err() {
-            self.lose("the ring has no room for a receive".into(), io);
-            return;
+    /// Copies the first `len` bytes of a READ's data, at byte `from` of the staging buffer,
+    /// to `tag`'s request (`whole`: that is all of it) or to where the rest will join them;
+    /// false if that failed.
+    fn deliver(
+        &mut self,
+        tag: u16,
+        from: usize,
+        len: usize,
+        whole: bool,
+        io: &mut IoContext<'_, '_>,
+    ) -> bool {
+        if len == 0 {
+            return true;
         }
+        let bytes = self.staged.bytes(from, len);
+        // The copy path answers from the tag's buffer; so does user copy when the rest is
+        // received there ([`NbdQueue::received_payload`] copies the buffer to the request).
+        let buffered = match io.data_path() {
+            DataPath::Copy => true,
+            DataPath::UserCopy => !whole,
+            DataPath::ZeroCopy => false,
+        };
+        if buffered {
+            return match io.buffer(tag) {
+                Some(buf) if len <= buf.len() => {
+                    buf[..len].copy_from_slice(bytes);
+                    true
+                }
+                _ => false,
+            };
+        }
+        io.copy_to_request(tag, 0, bytes).is_ok()
+    }
+
+    /// Receives the rest of a READ's data, from byte `from` of `len`, straight into the
+    /// request (zero copy) or its buffer, and the next receive linked after it.
+    fn receive_rest(&mut self, tag: u16, from: u32, len: u32, io: &mut IoContext<'_, '_>) {
+        if io.reserve(3).is_err() {
+            return self.lose("the ring has no room for a receive".into(), io);
+        }
+        let rest = len - from;
         let flags = libc::MSG_WAITALL as u32;
         let ok = if io.data_path() == DataPath::ZeroCopy {
             let op = RequestSocketIo {
                 socket: ublk_core::Target::Fd(self.fd),
-                request_offset: 0,
-                len,
+                request_offset: from,
+                len: rest,
                 msg_flags: flags,
                 link: true,
             };
@@ -468,8 +564,8 @@ impl NbdQueue {
                     let op = Sqe64::recv(
                         SocketRecv {
                             socket: ublk_core::Target::Fd(self.fd),
-                            buf: SocketBuf::Memory(buf),
-                            len,
+                            buf: SocketBuf::Memory(buf.wrapping_add(from as usize)),
+                            len: rest,
                             msg_flags: flags,
                         },
                         0,
@@ -481,11 +577,13 @@ impl NbdQueue {
             }
         };
         if !ok {
-            self.lose("queueing a receive failed".into(), io);
-            return;
+            return self.lose("queueing a receive failed".into(), io);
         }
         self.receiving += 1;
-        self.receive_header(io);
+        self.payload_rest = rest;
+        if !self.receive(io) {
+            self.lose("queueing a receive failed".into(), io);
+        }
     }
 
     fn received_payload(&mut self, tag: u16, result: i32, io: &mut IoContext<'_, '_>) {
@@ -494,17 +592,18 @@ impl NbdQueue {
             self.drained(io);
             return;
         }
-        let len = self.requests[usize::from(tag)].map_or(0, |r| r.len);
-        if result != len as i32 {
+        let rest = self.payload_rest;
+        if result != rest as i32 {
             let why = match result {
                 0 => "the server closed the connection in the middle of a read's data".into(),
                 e if e < 0 => format!("receiving a read's data failed: {}", Errno(-e)),
-                n => format!("the server sent {n} of {len} bytes of a read's data, then closed"),
+                n => format!("the server sent {n} of the last {rest} bytes of a read's data"),
             };
             self.lose(why, io);
             return;
         }
-        let mut result = result;
+        let len = self.requests[usize::from(tag)].map_or(0, |r| r.len);
+        let mut result = len as i32;
         if io.data_path() == DataPath::UserCopy
             && io.copy_buffer_to_request(tag, len as usize).is_err()
         {
@@ -634,7 +733,8 @@ impl NbdQueue {
                 self.waiting.push_back(tag);
             }
         }
-        if !self.receive_header(io) {
+        self.staged.clear();
+        if !self.receive(io) {
             return self.lose("queueing a receive failed".into(), io);
         }
         self.send_waiting(io);
@@ -666,7 +766,7 @@ impl TargetQueue for NbdQueue {
         }
         // The first request: the receive of replies starts with it (it cannot before the
         // queue has a context to push on).
-        if self.receiving == 0 && matches!(self.link, Link::Up) && !self.receive_header(io) {
+        if self.receiving == 0 && matches!(self.link, Link::Up) && !self.receive(io) {
             return Reply::error(Errno::EIO);
         }
         let (command, flags) = match self.command(req) {
@@ -684,11 +784,15 @@ impl TargetQueue for NbdQueue {
             }
         }
         self.encode(req.tag, command, flags, req.offset, len);
-        self.requests[usize::from(req.tag)] = Some(InFlight {
+        let request = InFlight {
             command,
             len: if payload { len } else { 0 },
             sent: false,
-        });
+        };
+        if is_large_read(&request) {
+            self.large_reads += 1;
+        }
+        self.requests[usize::from(req.tag)] = Some(request);
         self.waiting.push_back(req.tag);
         self.send_waiting(io);
         Reply::Later
@@ -697,7 +801,7 @@ impl TargetQueue for NbdQueue {
     fn op_done(&mut self, tag: u16, cookie: u32, result: i32, io: &mut IoContext<'_, '_>) {
         match cookie {
             SEND_HEADER | SEND_PAYLOAD => self.sent(tag, cookie, result, io),
-            RECV_HEADER => self.received_header(result, io),
+            RECV_STAGED => self.received(result, io),
             RECV_PAYLOAD => self.received_payload(tag, result, io),
             RECONNECT_TIMER => {
                 self.timer_out = false;
@@ -735,10 +839,7 @@ impl Drop for NbdQueue {
             // The ring is gone, but the kernel may still complete an operation into this
             // memory until it has cancelled them: leave it allocated (a few KiB per queue).
             std::mem::forget(std::mem::take(&mut self.headers));
-            std::mem::forget(std::mem::replace(
-                &mut self.reply,
-                Box::new([0; SIMPLE_REPLY_LEN]),
-            ));
+            self.staged.leak();
             std::mem::forget(std::mem::replace(
                 &mut self.pause,
                 Box::new(KernelTimespec::default()),
