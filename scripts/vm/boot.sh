@@ -5,16 +5,17 @@
 # UBLK-VM-EXIT=<code>. Fails with a clear message when the guest hangs past VM_TIMEOUT seconds
 # (exit 124: QEMU is killed) or stops without reporting (exit 125: kernel panic, /init crash).
 #
-#   scripts/vm/boot.sh -k VMLINUZ -i INITRD [-l LOG] [-d DISK]
+#   scripts/vm/boot.sh -k VMLINUZ -i INITRD [-l LOG] [-d DISK]...
 #
 #   -l LOG    console log (default target/vm-boot.log)
 #   -d DISK   raw disk image attached as /dev/vda (virtio-blk: the initramfs needs virtio_blk);
-#             VM_DISK does the same
+#             VM_DISK does the same; a second -d is /dev/vdb, and so on
 # Environment: VM_MEMORY (2G), VM_CPUS (2), VM_CPU (max,-cx16), VM_TIMEOUT (1200 s),
 # VM_BOOT_RETRIES (1: boots again after a kernel crash before /init, see vm_boot),
+# VM_UP_MARKER (the console line, an ERE, that says /init runs: '^init: up after'),
 # VM_APPEND (extra kernel command line).
 #
-# Source it to call vm_boot INITRD LOG [DISK], which boots VM_VMLINUZ.
+# Source it to call vm_boot INITRD LOG [DISK...], which boots VM_VMLINUZ.
 
 # shellcheck source=scripts/vm/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -27,21 +28,29 @@ vm_bzimage_version() {
     dd if="$1" bs=1 skip="$((offset + 512))" count=100 status=none | tr '\0' '\n' | head -n 1 | cut -d ' ' -f 1
 }
 
-# vm_boot INITRD LOG [DISK]: boots VM_VMLINUZ with INITRD; returns the guest's exit code.
+# vm_boot INITRD LOG [DISK...]: boots VM_VMLINUZ with INITRD and the disks (/dev/vda, vdb, ...;
+# empty names are skipped; none given: VM_DISK, if set); returns the guest's exit code.
 #
-# A guest kernel that crashes before it reaches /init is booted again, VM_BOOT_RETRIES times
+# A guest kernel that crashes before it reaches /init (before a console line matches
+# VM_UP_MARKER, by default scripts/vm/init's first) is booted again, VM_BOOT_RETRIES times
 # (default 1), with a warning: no test has run then, so the crash cannot come from the code under
 # test, and QEMU 7.2's multi-threaded TCG does rarely crash a booting kernel (seen: an "Oops: int3"
 # while the kernel patched its own code on the other vCPU, about 1 boot in 30, on 7.3). The
 # crashed boot's console stays in LOG.crash-N.
 vm_boot() {
-    local initrd=$1 log=$2 disk=${3:-${VM_DISK:-}}
+    local initrd=$1 log=$2 disk
+    shift 2
+    local -a disks=()
+    for disk in "$@"; do
+        [ -z "$disk" ] || disks+=("$disk")
+    done
+    [ "${#disks[@]}" -gt 0 ] || [ -z "${VM_DISK:-}" ] || disks=("$VM_DISK")
     local attempt=0 rc
     rm -f "$log".crash-*
     while :; do
         rc=0
-        vm_boot_once "$initrd" "$log" "$disk" || rc=$?
-        if [ "$rc" -ne 125 ] || grep -q '^init: up after' "$log" \
+        vm_boot_once "$initrd" "$log" "${disks[@]+"${disks[@]}"}" || rc=$?
+        if [ "$rc" -ne 125 ] || grep -Eq "${VM_UP_MARKER:-^init: up after}" "$log" \
             || [ "$attempt" -ge "${VM_BOOT_RETRIES:-1}" ]; then
             return "$rc"
         fi
@@ -51,9 +60,10 @@ vm_boot() {
     done
 }
 
-# One boot: see vm_boot.
+# One boot: see vm_boot (vm_boot_once INITRD LOG [DISK...]).
 vm_boot_once() {
-    local initrd=$1 log=$2 disk=$3
+    local initrd=$1 log=$2 disk
+    shift 2
     [ -f "${VM_VMLINUZ:-}" ] || vm_die "vm_boot: VM_VMLINUZ (${VM_VMLINUZ:-unset}) is not a file"
     [ -f "$initrd" ] || vm_die "vm_boot: initramfs $initrd does not exist"
     local kver=${VM_KVER:-$(vm_bzimage_version "$VM_VMLINUZ")}
@@ -75,13 +85,13 @@ vm_boot_once() {
         -kernel "$VM_VMLINUZ" -initrd "$initrd"
         -append "console=ttyS0 panic=-1 quiet loglevel=4 ublk_vm.timeout=$guest_timeout ${VM_APPEND:-}"
     )
-    if [ -n "$disk" ]; then
+    for disk in "$@"; do
         [ -f "$disk" ] || vm_die "disk image $disk does not exist"
         qemu+=(-drive "file=$disk,format=raw,if=virtio,cache=unsafe,discard=unmap")
-    fi
+    done
 
     mkdir -p "$(dirname "$log")"
-    vm_log "booting $kver (TCG, $VM_CPUS vCPUs, $VM_MEMORY, -cpu $cpu${disk:+, disk $disk}, timeout ${VM_TIMEOUT}s); console log: $log"
+    vm_log "booting $kver (TCG, $VM_CPUS vCPUs, $VM_MEMORY, -cpu $cpu${1:+, disks $*}, timeout ${VM_TIMEOUT}s); console log: $log"
     local start=${EPOCHREALTIME//[!0-9]/}
     local -a status
     # --foreground keeps QEMU in our process group, so Ctrl-C stops it too. The console's CRs
@@ -119,14 +129,15 @@ vm_boot_once() {
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     set -euo pipefail
     usage() { vm_usage "$0"; }
-    initrd="" log="$VM_REPO/target/vm-boot.log" disk=""
+    initrd="" log="$VM_REPO/target/vm-boot.log"
+    disks=()
     VM_VMLINUZ=""
     while getopts 'k:i:l:d:h' opt; do
         case "$opt" in
             k) VM_VMLINUZ=$OPTARG ;;
             i) initrd=$OPTARG ;;
             l) log=$OPTARG ;;
-            d) disk=$OPTARG ;;
+            d) disks+=("$OPTARG") ;;
             h) usage; exit 0 ;;
             *) usage >&2; exit 2 ;;
         esac
@@ -137,6 +148,6 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     fi
     vm_need_commands qemu-system-x86_64:qemu-system-x86
     rc=0
-    vm_boot "$initrd" "$log" "$disk" || rc=$?
+    vm_boot "$initrd" "$log" "${disks[@]+"${disks[@]}"}" || rc=$?
     exit "$rc"
 fi

@@ -117,48 +117,46 @@ vm_copy_program() {
     done
 }
 
-# vm_build_initramfs OUT PAYLOAD "MODULES" "PROGRAMS": see the top of this file. ublk_drv is
-# always included and loaded first.
-vm_build_initramfs() {
-    local out=$1 payload=$2 modules=$3 programs=$4
-    [ -n "${VM_MODDIR:-}" ] || vm_die "vm_build_initramfs: VM_MODDIR is not set (call vm_fetch_kernel)"
-    [ -d "$payload" ] || vm_die "payload directory $payload does not exist"
-    [ -f "$payload/run.sh" ] || vm_warn "$payload/run.sh is missing: the guest will have nothing to run"
-    local busybox
+# Lays out a minimal busybox system in directory $1 (created, or emptied first): the usual
+# directories, static busybox with a link per applet where it usually lives (bin/sh,
+# sbin/insmod, usr/bin/env, ...), root in /etc/passwd and /etc/group, /etc/mtab. The base of
+# the test VM's initramfs, of the root-on-ublk initramfs and of the root image the root test
+# boots (scripts/root/, scripts/root-test.sh).
+vm_busybox_tree() {
+    local root=$1 busybox applet
     busybox=$(vm_find_command busybox) || vm_die "busybox not found (apt-get install busybox-static)"
     vm_is_static "$busybox" || vm_die "$busybox is dynamically linked: install busybox-static"
-
-    local root="$out.d"
     rm -rf "$root"
-    mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,dev,proc,sys,tmp,run,root,etc,mnt,lib/modules}
+    mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,dev,proc,sys,tmp,run,root,etc,mnt}
     install -m 0755 "$busybox" "$root/bin/busybox"
-    # Each applet at its usual place (bin/sh, sbin/insmod, usr/bin/env, ...), for scripts that
-    # name a program by its path.
-    local applet
+    # Each applet at its usual place, for scripts that name a program by its path.
     for applet in $("$busybox" --list-full); do
         [ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
     done
+    echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
+    echo "root:x:0:" >"$root/etc/group"
+    ln -s /proc/mounts "$root/etc/mtab"
+}
 
-    local m
+# Puts kernel modules "$2" (names; ublk_drv is always first) and every module they depend on
+# into $1/lib/modules/, decompressed, with load-order: the order to insmod them in. Sets
+# VM_MODULE_ORDER. Needs VM_MODDIR.
+vm_install_modules() {
+    local root=$1 modules=$2 m
+    [ -n "${VM_MODDIR:-}" ] || vm_die "vm_install_modules: VM_MODDIR is not set (call vm_fetch_kernel)"
+    mkdir -p "$root/lib/modules"
     # shellcheck disable=SC2086 # the module list is split on spaces on purpose
     vm_module_order ublk_drv $modules
     for m in "${VM_MODULE_ORDER[@]}"; do
         vm_module_cat "${VM_MODULE_PATH[$m]}" >"$root/lib/modules/$m.ko"
     done
     printf '%s\n' "${VM_MODULE_ORDER[@]}" >"$root/lib/modules/load-order"
+}
 
-    for m in $programs; do
-        vm_copy_program "$root" "$m"
-    done
-    # mke2fs reads its defaults (ext4 features) from here.
-    [ ! -f /etc/mke2fs.conf ] || cp /etc/mke2fs.conf "$root/etc/"
-
-    cp -RL --preserve=mode,timestamps "$payload" "$root/ublk"
-    install -m 0755 "$VM_DIR/init" "$root/init"
-    echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
-    echo "root:x:0:" >"$root/etc/group"
-    ln -s /proc/mounts "$root/etc/mtab"
-
+# Packs directory $1 into newc cpio archive $2 (compressed by its name: see the top of this
+# file), owned by root, in a stable order.
+vm_pack_cpio() {
+    local root=$1 out=$2
     local -a compress=(cat)
     case "$out" in
         *.gz) compress=(gzip -1) ;;
@@ -167,6 +165,28 @@ vm_build_initramfs() {
     mkdir -p "$(dirname "$out")"
     (cd "$root" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc -R 0:0 --quiet) \
         | "${compress[@]}" >"$out"
+}
+
+# vm_build_initramfs OUT PAYLOAD "MODULES" "PROGRAMS": see the top of this file. ublk_drv is
+# always included and loaded first.
+vm_build_initramfs() {
+    local out=$1 payload=$2 modules=$3 programs=$4
+    [ -n "${VM_MODDIR:-}" ] || vm_die "vm_build_initramfs: VM_MODDIR is not set (call vm_fetch_kernel)"
+    [ -d "$payload" ] || vm_die "payload directory $payload does not exist"
+    [ -f "$payload/run.sh" ] || vm_warn "$payload/run.sh is missing: the guest will have nothing to run"
+
+    local root="$out.d" m
+    vm_busybox_tree "$root"
+    vm_install_modules "$root" "$modules"
+    for m in $programs; do
+        vm_copy_program "$root" "$m"
+    done
+    # mke2fs reads its defaults (ext4 features) from here.
+    [ ! -f /etc/mke2fs.conf ] || cp /etc/mke2fs.conf "$root/etc/"
+
+    cp -RL --preserve=mode,timestamps "$payload" "$root/ublk"
+    install -m 0755 "$VM_DIR/init" "$root/init"
+    vm_pack_cpio "$root" "$out"
     rm -rf "$root"
     vm_log "initramfs $out: $(du -h "$out" | cut -f 1), modules: ${VM_MODULE_ORDER[*]}${programs:+, programs: $programs}"
 }
