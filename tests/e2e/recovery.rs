@@ -215,7 +215,10 @@ fn fio_verify_survives_kill_9(path: DataPath, rounds: u32) -> TestResult {
     let v = list_one(added.id)?;
     assert_eq!(v.get("recovery").and_then(Value::as_str), Some("reissue"));
     assert_eq!(v.get("queues").and_then(Value::as_u64), Some(2));
-    assert_eq!(v.get("data_path").and_then(Value::as_str), Some(path.name()));
+    assert_eq!(
+        v.get("data_path").and_then(Value::as_str),
+        Some(path.name())
+    );
     let mut rng = Prng::new(0x5eed);
     for round in 1..=rounds {
         let mut child = fio::spawn(fio_verify_cmd(&added.block_dev(), 32, size))?;
@@ -250,7 +253,10 @@ fn fio_verify_survives_kill_9(path: DataPath, rounds: u32) -> TestResult {
     }
     // The new servers kept the device's path.
     let v = list_one(added.id)?;
-    assert_eq!(v.get("data_path").and_then(Value::as_str), Some(path.name()));
+    assert_eq!(
+        v.get("data_path").and_then(Value::as_str),
+        Some(path.name())
+    );
     del(&added)
 }
 
