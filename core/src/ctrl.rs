@@ -135,6 +135,16 @@ impl fmt::Display for CtrlError {
     }
 }
 
+impl core::error::Error for CtrlError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match &self.kind {
+            CtrlErrorKind::Kernel(e) => Some(e),
+            CtrlErrorKind::Ring(e) => Some(e),
+            CtrlErrorKind::TimedOut { .. } => None,
+        }
+    }
+}
+
 /// The CPUs whose I/O a queue serves (GET_QUEUE_AFFINITY): a kernel cpumask of up to
 /// [`CpuMask::MAX_CPUS`] CPUs.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -125,6 +125,28 @@ impl fmt::Display for QueueError {
     }
 }
 
+impl QueueError {
+    /// The kernel's errno, for the failures the kernel reported with one.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            QueueError::Ring(e) => e.errno(),
+            QueueError::Map { errno, .. } => Some(*errno),
+            QueueError::Config(_) | QueueError::Transition(_) => None,
+        }
+    }
+}
+
+impl core::error::Error for QueueError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            QueueError::Ring(e) => Some(e),
+            QueueError::Map { errno, .. } => Some(errno),
+            QueueError::Transition(e) => Some(e),
+            QueueError::Config(_) => None,
+        }
+    }
+}
+
 impl From<RingError> for QueueError {
     fn from(e: RingError) -> Self {
         QueueError::Ring(e)

@@ -86,6 +86,31 @@ impl fmt::Display for RingError {
     }
 }
 
+impl RingError {
+    /// The kernel's errno, for the failures the kernel reported with one.
+    pub fn errno(&self) -> Option<Errno> {
+        match *self {
+            RingError::Setup(e)
+            | RingError::Map(e)
+            | RingError::Enter(e)
+            | RingError::Register(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl core::error::Error for RingError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            RingError::Setup(e)
+            | RingError::Map(e)
+            | RingError::Enter(e)
+            | RingError::Register(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// How to set a ring up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RingConfig {
