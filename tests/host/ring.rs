@@ -6,6 +6,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use ublk_core::abi::uring::{Cqe16, Cqe32, Sqe64, Sqe128};
+use ublk_core::ring::Read;
 use ublk_core::{Errno, FixedIo, QueueRing, Ring, RingConfig, RingError, Target};
 
 fn nop_ring(entries: u32) -> QueueRing {
@@ -38,6 +39,17 @@ fn wide_entries_work_too() {
     assert_eq!(seen, [0, 1, 2, 3]);
 }
 
+/// A read filling all of `buf` from `file_offset`.
+fn read(file: Target, buf: &mut [u8], file_offset: u64) -> Read {
+    Read {
+        file,
+        buf: buf.as_mut_ptr(),
+        len: buf.len() as u32,
+        file_offset,
+        rw_flags: 0,
+    }
+}
+
 fn temp_file_with(contents: &[u8]) -> (File, std::path::PathBuf) {
     let path = std::env::temp_dir().join(format!(
         "ublk-ring-test-{}-{:?}",
@@ -57,13 +69,7 @@ fn reads_a_real_file_by_fd_and_by_registered_index() {
     let mut ring = nop_ring(8);
 
     let mut by_fd = vec![0u8; 4096];
-    let sqe = Sqe64::read(
-        Target::Fd(file.as_raw_fd()),
-        by_fd.as_mut_ptr(),
-        4096,
-        1000,
-        1,
-    );
+    let sqe = Sqe64::read(read(Target::Fd(file.as_raw_fd()), &mut by_fd, 1000), 1);
     // SAFETY: `by_fd` outlives the read: we wait for its completion before touching it.
     unsafe { ring.push(&sqe) }.unwrap();
     ring.submit_and_wait(1).unwrap();
@@ -73,7 +79,7 @@ fn reads_a_real_file_by_fd_and_by_registered_index() {
 
     ring.register_files(&[file.as_raw_fd()]).unwrap();
     let mut by_index = vec![0u8; 8192];
-    let sqe = Sqe64::read(Target::Fixed(0), by_index.as_mut_ptr(), 8192, 0, 2);
+    let sqe = Sqe64::read(read(Target::Fixed(0), &mut by_index, 0), 2);
     // SAFETY: as above.
     unsafe { ring.push(&sqe) }.unwrap();
     ring.submit_and_wait(1).unwrap();
@@ -83,7 +89,7 @@ fn reads_a_real_file_by_fd_and_by_registered_index() {
 
     // A short read at the end of the file reports what it got; past the end, zero.
     let mut tail = vec![0u8; 100];
-    let sqe = Sqe64::read(Target::Fixed(0), tail.as_mut_ptr(), 100, 8150, 3);
+    let sqe = Sqe64::read(read(Target::Fixed(0), &mut tail, 8150), 3);
     // SAFETY: as above.
     unsafe { ring.push(&sqe) }.unwrap();
     ring.submit_and_wait(1).unwrap();
@@ -97,7 +103,7 @@ fn errors_come_back_as_negative_errno() {
     let mut ring = nop_ring(4);
     let mut buf = [0u8; 16];
     // An fd that is certainly not open.
-    let sqe = Sqe64::read(Target::Fd(987_654), buf.as_mut_ptr(), 16, 0, 5);
+    let sqe = Sqe64::read(read(Target::Fd(987_654), &mut buf, 0), 5);
     // SAFETY: `buf` outlives the operation (we wait for it).
     unsafe { ring.push(&sqe) }.unwrap();
     ring.submit_and_wait(1).unwrap();

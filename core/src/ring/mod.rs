@@ -25,7 +25,7 @@ use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
 
-pub use prep::{FixedIo, Target};
+pub use prep::{Fallocate, FixedIo, Read, Target, Write};
 
 #[cfg(doc)]
 use crate::abi::uring::{Cqe16, Sqe64};
