@@ -292,3 +292,60 @@ fn a_sparse_buffer_table_has_empty_slots_only() {
     }
     let _ = std::fs::remove_file(path);
 }
+
+/// Defect 1 of issue 18: `RingConfig::flags` (and `QueueConfig::ring_flags`) are safe to set,
+/// so a flag that changes the entry layout (SQE128 on a ring typed for 64-byte entries, CQE32,
+/// NO_SQARRAY, NO_MMAP) or how the ring must be driven (SQPOLL, IOPOLL, a disabled ring) must
+/// be refused before io_uring_setup, not set up under a ring that reads its entries wrongly.
+#[test]
+fn ring_flags_that_change_the_entry_layout_are_refused() {
+    use ublk_core::abi::uring::*;
+    let refused = [
+        IORING_SETUP_SQE128,
+        IORING_SETUP_CQE32,
+        IORING_SETUP_NO_SQARRAY,
+        IORING_SETUP_NO_MMAP,
+        IORING_SETUP_REGISTERED_FD_ONLY,
+        1 << 18, // IORING_SETUP_CQE_MIXED
+        1 << 19, // IORING_SETUP_SQE_MIXED
+        IORING_SETUP_SQPOLL,
+        IORING_SETUP_IOPOLL,
+        IORING_SETUP_CQSIZE, // set through cq_entries
+        1 << 6,              // IORING_SETUP_R_DISABLED
+        1 << 31,             // no flag yet
+    ];
+    for flag in refused {
+        let config = RingConfig {
+            flags: IORING_SETUP_COOP_TASKRUN | flag,
+            ..RingConfig::new(4)
+        };
+        match QueueRing::with_config(config) {
+            Err(RingError::UnsupportedFlags(bits)) => assert_eq!(bits, flag, "{flag:#x}"),
+            Err(e) => panic!("flag {flag:#x}: {e}, not UnsupportedFlags"),
+            Ok(ring) => panic!(
+                "flag {flag:#x} was accepted: the ring was set up with {:#x}",
+                ring.setup_flags()
+            ),
+        }
+    }
+    // On the wide ring its own entry sizes are fine, and so is every flag that keeps the
+    // layout; what the kernel echoes is what was asked.
+    let keeps = IORING_SETUP_COOP_TASKRUN
+        | IORING_SETUP_SINGLE_ISSUER
+        | IORING_SETUP_DEFER_TASKRUN
+        | IORING_SETUP_CLAMP
+        | IORING_SETUP_SUBMIT_ALL;
+    let mut ring: Ring<Sqe128, Cqe32> = Ring::with_config(RingConfig {
+        flags: keeps | IORING_SETUP_SQE128 | IORING_SETUP_CQE32,
+        ..RingConfig::new(4)
+    })
+    .unwrap();
+    assert_eq!(
+        ring.setup_flags() & !(IORING_SETUP_SQE128 | IORING_SETUP_CQE32),
+        keeps
+    );
+    // SAFETY: a NOP points at no memory.
+    unsafe { ring.push(&Sqe128::nop(3)) }.unwrap();
+    ring.submit_and_wait(1).unwrap();
+    assert_eq!(ring.pop().map(|c| (c.user_data, c.res)), Some((3, 0)));
+}

@@ -74,7 +74,9 @@ pub struct QueueConfig {
     pub need_get_data: bool,
     /// Submission entries; 0 picks room for two operations per tag plus the stop signal.
     pub sq_entries: u32,
-    /// Extra `IORING_SETUP_*` flags for the queue's ring.
+    /// Extra `IORING_SETUP_*` flags for the queue's ring, from
+    /// [`RingConfig::ALLOWED_FLAGS`](crate::RingConfig::ALLOWED_FLAGS); others fail
+    /// [`Queue::new`] with [`RingError::UnsupportedFlags`].
     pub ring_flags: u32,
 }
 
