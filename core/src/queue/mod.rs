@@ -26,6 +26,7 @@ mod user_data;
 
 use core::fmt;
 use core::mem::ManuallyDrop;
+use core::time::Duration;
 
 use crate::abi::io::{UBLK_AUTO_BUF_REG_FALLBACK, UblkAutoBufReg};
 use crate::abi::io::{UBLK_IO_RES_ABORT, UBLK_IO_RES_NEED_GET_DATA, UBLK_IO_RES_OK};
@@ -488,6 +489,17 @@ impl<'t> Queue<'t> {
         match self.ring.submit_and_wait(1) {
             // EINTR: a signal; EBUSY: the CQ is backlogged, which reaping resolves.
             Ok(_) | Err(RingError::Enter(Errno::EINTR | Errno::EBUSY)) => Ok(()),
+            Err(e) => Err(QueueError::Ring(e)),
+        }
+    }
+
+    /// As [`Queue::wait`], but for at most `timeout`: false if nothing completed in that
+    /// time. For the end of a queue's life (taking the driver's aborts), not its hot loop:
+    /// it may take two system calls.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<bool, QueueError> {
+        match self.ring.submit_and_wait_timeout(1, timeout) {
+            Ok(_) | Err(RingError::Enter(Errno::EINTR | Errno::EBUSY)) => Ok(true),
+            Err(RingError::TimedOut) => Ok(false),
             Err(e) => Err(QueueError::Ring(e)),
         }
     }
