@@ -104,7 +104,7 @@ impl FileOps {
                     Kind::Fallocate(KEEP_SIZE_PUNCH)
                 }
             }
-            _ => return Reply::error(Errno(libc::EOPNOTSUPP)),
+            _ => return Reply::error(Errno::EOPNOTSUPP),
         };
         self.ops[usize::from(req.tag)] = FileOp { kind, ..op };
         match self.submit(req.tag, io) {
@@ -142,7 +142,7 @@ impl FileOps {
                 }
                 let base = io
                     .buffer_ptr(tag)
-                    .ok_or_else(|| io::Error::from_raw_os_error(libc::EIO))?;
+                    .ok_or_else(|| io::Error::from(Errno::EIO))?;
                 let at = base.wrapping_add(at as usize);
                 let offset = op.offset + op.done;
                 let sqe = if op.kind == Kind::Read {

@@ -45,11 +45,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ublk_core::abi::uring::Sqe64;
 use ublk_core::{DataPath, Errno, IoOp, Queue, QueueError, RawFd, RequestIo};
 
-pub use crate::device::DiscardLimits;
 pub use file::{Loop, LoopOptions, LoopQueue};
 pub use mem::{Mem, MemQueue};
 pub use null::{Null, NullQueue};
 pub use ublk_core::abi::IoFlags;
+
+/// DISCARD and WRITE_ZEROES limits. Sizes are in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiscardLimits {
+    /// Discards are in units of this many bytes (a multiple of the logical block size).
+    pub granularity: u32,
+    /// Largest DISCARD in bytes (0: no DISCARD).
+    pub max_discard_bytes: u64,
+    /// Largest WRITE_ZEROES in bytes (0: the kernel writes zeroes with plain writes).
+    pub max_write_zeroes_bytes: u64,
+}
 
 /// What a backend knows of the device it serves: the builder uses these where it was not told
 /// otherwise, and refuses settings the backend cannot serve. Sizes are in bytes.
@@ -161,14 +171,14 @@ pub trait Backend: Send + Sync + 'static {
     /// Forgets `len` bytes at `offset`. The default refuses (EOPNOTSUPP).
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         let _ = (offset, len);
-        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+        Err(Errno::EOPNOTSUPP.into())
     }
 
     /// Zeroes `len` bytes at `offset`; `may_unmap` allows deallocating them. The default
     /// refuses (EOPNOTSUPP).
     fn write_zeroes(&self, offset: u64, len: u64, may_unmap: bool) -> io::Result<()> {
         let _ = (offset, len, may_unmap);
-        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+        Err(Errno::EOPNOTSUPP.into())
     }
 
     /// What the backend knows of the device (its size, block size, ...). The default knows
@@ -280,7 +290,7 @@ impl<'q, 't> IoContext<'q, 't> {
     pub fn read_into_request(&mut self, tag: u16, io: RequestIo, cookie: u32) -> io::Result<()> {
         self.queue
             .read_into_request(tag, io, cookie)
-            .map_err(queue_error)
+            .map_err(io::Error::from)
     }
 
     /// Zero copy: writes the pages of `tag`'s request straight to `io.file`; see
@@ -288,7 +298,7 @@ impl<'q, 't> IoContext<'q, 't> {
     pub fn write_from_request(&mut self, tag: u16, io: RequestIo, cookie: u32) -> io::Result<()> {
         self.queue
             .write_from_request(tag, io, cookie)
-            .map_err(queue_error)
+            .map_err(io::Error::from)
     }
 
     /// User copy (also on the zero-copy path): copies `data` into `tag`'s request from byte
@@ -380,14 +390,7 @@ impl<'q, 't> IoContext<'q, 't> {
     /// must stay valid, and untouched by anything else, until `op_done` is called for it.
     pub unsafe fn push(&mut self, sqe: Sqe64, tag: u16, cookie: u32) -> io::Result<()> {
         // SAFETY: forwarded to the caller.
-        unsafe { self.queue.push_target(sqe, tag, cookie) }.map_err(queue_error)
-    }
-}
-
-fn queue_error(e: QueueError) -> io::Error {
-    match e {
-        QueueError::Ring(ublk_core::RingError::Enter(errno)) => std::io::Error::from(errno),
-        e => io::Error::other(e.to_string()),
+        unsafe { self.queue.push_target(sqe, tag, cookie) }.map_err(io::Error::from)
     }
 }
 
@@ -395,7 +398,7 @@ fn queue_error(e: QueueError) -> io::Error {
 fn whole(copied: Result<usize, Errno>, want: usize) -> io::Result<()> {
     match copied {
         Ok(n) if n == want => Ok(()),
-        Ok(_) => Err(io::Error::from_raw_os_error(libc::EIO)),
+        Ok(_) => Err(io::Error::from(Errno::EIO)),
         Err(errno) => Err(std::io::Error::from(errno)),
     }
 }
@@ -459,7 +462,7 @@ impl<B: Backend> TargetQueue for BlockingQueue<B> {
                 b.write_zeroes(req.offset, req.len, !req.flags.contains(IoFlags::NOUNMAP)),
                 0,
             ),
-            _ => Reply::error(Errno(libc::EOPNOTSUPP)),
+            _ => Reply::error(Errno::EOPNOTSUPP),
         }
     }
 }

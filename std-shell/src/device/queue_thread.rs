@@ -2,10 +2,10 @@
 //! aborts the tags or the stop signal fires.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use ublk_core::abi::UblksrvIoDesc;
 use ublk_core::abi::uring::{
@@ -18,6 +18,10 @@ use ublk_core::{
 use crate::backend::{IoContext, QueueInfo, Reply, Request, Target, TargetQueue};
 use crate::error::{Error, Result};
 use crate::os::{self, EventFd};
+
+/// How long a stopped queue waits for the driver's aborts of its fetches after the wake-up:
+/// STOP_DEV has sent them by the time the device wakes its queues, so they come at once.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What a queue thread needs to know.
 #[derive(Clone, Debug)]
@@ -39,9 +43,9 @@ pub(crate) struct QueueSpec {
     pub cpus: Vec<usize>,
 }
 
-/// Counters a queue thread keeps and anyone may read.
+/// What a queue thread and its device share: counters anyone may read, and how it ended.
 #[derive(Debug, Default)]
-pub(crate) struct QueueStats {
+pub(crate) struct QueueShared {
     /// Requests by operation: read, write, flush, discard, write-zeroes, other.
     pub ops: [AtomicU64; 6],
     /// Requests answered with an error.
@@ -54,9 +58,12 @@ pub(crate) struct QueueStats {
     pub buffer_errors: AtomicU64,
     /// The queue ended because the driver aborted every tag (the device was stopped).
     pub ended_by_abort: AtomicBool,
+    /// Set before the wake-up when STOP_DEV was sent: the driver's aborts are on their way,
+    /// and the queue takes them before it ends, so nothing is left writing its buffers.
+    pub drain_on_wake: AtomicBool,
 }
 
-impl QueueStats {
+impl QueueShared {
     fn count(&self, op: IoOp) {
         let i = match op {
             IoOp::Read => 0,
@@ -70,36 +77,141 @@ impl QueueStats {
     }
 }
 
+/// The queue threads' reports that they fetch every tag (or why they could not), for the
+/// device that waits for all of them before START_DEV.
+#[derive(Debug, Default)]
+pub(crate) struct Ready {
+    state: Mutex<ReadyState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct ReadyState {
+    /// Queues that reported, either way.
+    reported: usize,
+    /// The first queue's error.
+    error: Option<Error>,
+    /// What the queues want their user to know (each once).
+    warnings: Vec<String>,
+}
+
+impl Ready {
+    fn report(&self, result: Result<Option<String>>) {
+        // A poisoned lock only means another queue thread panicked while reporting: the
+        // counts it protects are still whole.
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.reported += 1;
+        match result {
+            Ok(Some(w)) if !s.warnings.contains(&w) => s.warnings.push(w),
+            Ok(_) => {}
+            Err(e) => {
+                s.error.get_or_insert(e);
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    /// Waits until `queues` queues reported, or one failed (its error), or `deadline`
+    /// (`Err(None)`). The queues' warnings on success.
+    pub(crate) fn wait(
+        &self,
+        queues: usize,
+        deadline: Instant,
+    ) -> std::result::Result<Vec<String>, Option<Error>> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(e) = s.error.take() {
+                return Err(Some(e));
+            }
+            if s.reported >= queues {
+                return Ok(std::mem::take(&mut s.warnings));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(None);
+            }
+            s = self
+                .changed
+                .wait_timeout(s, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Why a queue thread could not be joined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unjoined {
+    /// It panicked.
+    Panicked,
+    /// It was still running at the deadline.
+    StillRunning,
+}
+
 /// A running queue thread, as the device sees it.
 #[derive(Debug)]
 pub(crate) struct QueueHandle {
-    pub thread: Option<JoinHandle<Result<()>>>,
-    pub wake: EventFd,
-    pub stats: Arc<QueueStats>,
+    thread: Option<JoinHandle<Result<()>>>,
+    wake: EventFd,
+    pub shared: Arc<QueueShared>,
 }
 
-/// Starts queue `spec.q_id`'s thread. It reports on `ready` once its fetches are submitted
+impl QueueHandle {
+    /// The thread has ended (or was joined).
+    pub(crate) fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// The thread ended because the driver aborted every tag.
+    pub(crate) fn ended_by_abort(&self) -> bool {
+        self.shared.ended_by_abort.load(Ordering::Acquire)
+    }
+
+    /// Tells the thread to end; with `aborted`, after taking the driver's aborts.
+    pub(crate) fn wake(&self, aborted: bool) {
+        self.shared.drain_on_wake.store(aborted, Ordering::Release);
+        let _ = self.wake.signal();
+    }
+
+    /// Joins the thread if it ends by `deadline`: its result, `None` if it was joined
+    /// before. A thread still running at the deadline is detached, to end on its own.
+    pub(crate) fn join_until(
+        &mut self,
+        deadline: Instant,
+    ) -> Option<std::result::Result<Result<()>, Unjoined>> {
+        let thread = self.thread.take()?;
+        while !thread.is_finished() {
+            if Instant::now() >= deadline {
+                return Some(Err(Unjoined::StillRunning));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Some(thread.join().map_err(|_| Unjoined::Panicked))
+    }
+}
+
+/// Starts queue `spec.q_id`'s thread. It reports to `ready` once its fetches are submitted
 /// (or why it could not get there).
 pub(crate) fn spawn<T: Target>(
     spec: QueueSpec,
     target: Arc<T>,
     char_dev: Arc<OwnedFd>,
-    ready: Sender<(u16, Result<()>)>,
+    ready: Arc<Ready>,
 ) -> Result<QueueHandle> {
     let wake = EventFd::new()
         .map_err(|e| Error::io(format!("creating queue {}'s stop eventfd", spec.q_id), e))?;
     let wake_fd = wake.raw();
-    let stats = Arc::new(QueueStats::default());
-    let thread_stats = Arc::clone(&stats);
+    let shared = Arc::new(QueueShared::default());
+    let thread_shared = Arc::clone(&shared);
     let name = format!("ublk{}q{}", spec.dev_id, spec.q_id);
     let thread = std::thread::Builder::new()
         .name(name.clone())
-        .spawn(move || run(spec, &*target, char_dev, wake_fd, &thread_stats, ready))
+        .spawn(move || run(spec, &*target, char_dev, wake_fd, &thread_shared, &ready))
         .map_err(|e| Error::io(format!("spawning thread {name}"), e))?;
     Ok(QueueHandle {
         thread: Some(thread),
         wake,
-        stats,
+        shared,
     })
 }
 
@@ -108,8 +220,8 @@ fn run<T: Target>(
     target: &T,
     char_dev: Arc<OwnedFd>,
     wake_fd: libc::c_int,
-    stats: &QueueStats,
-    ready: Sender<(u16, Result<()>)>,
+    shared: &QueueShared,
+    ready: &Ready,
 ) -> Result<()> {
     let fail = |reason: String| Error::Queue {
         dev_id: spec.dev_id,
@@ -120,7 +232,13 @@ fn run<T: Target>(
     let slots: Vec<TagSlot> = (0..spec.depth).map(|_| TagSlot::NEW).collect();
     let mut files = vec![char_dev.as_raw_fd()];
     let setup = (|| {
-        os::set_io_flusher().map_err(|e| fail(format!("PR_SET_IO_FLUSHER: {e}")))?;
+        // Best effort, as ublksrv: without CAP_SYS_RESOURCE (many containers) the queue still
+        // serves, and the device says once why it may stall under memory pressure.
+        let warning = os::set_io_flusher().err().map(|e| {
+            format!(
+                "the queue threads are not I/O flushers (PR_SET_IO_FLUSHER: {e}; it needs CAP_SYS_RESOURCE): under memory pressure, writing dirty pages to this device may wait for the device itself"
+            )
+        });
         let allowed =
             os::allowed_cpus().map_err(|e| fail(format!("reading the thread's CPU mask: {e}")))?;
         if let Some(cpu) = pinned_cpu(&spec.cpus, &allowed) {
@@ -144,26 +262,27 @@ fn run<T: Target>(
             queue.submit()
         })()
         .map_err(|e| fail(format!("setting up: {e}")))?;
-        Ok((queue, target_queue))
+        Ok((queue, target_queue, warning))
     })();
     let (mut queue, mut target_queue) = match setup {
-        Ok(parts) => parts,
+        Ok((queue, target_queue, warning)) => {
+            ready.report(Ok(warning));
+            (queue, target_queue)
+        }
         Err(e) => {
             // The device learns why from `ready`; the join result need not say it twice.
-            let _ = ready.send((spec.q_id, Err(e)));
+            ready.report(Err(e));
             return Ok(());
         }
     };
-    let _ = ready.send((spec.q_id, Ok(())));
-    drop(ready);
 
-    let result = serve(&mut queue, &mut target_queue, stats, &spec);
+    let result = serve(&mut queue, &mut target_queue, shared, &spec);
     let anomalies = queue.tags().invalid_transitions() + queue.unexpected_completions();
-    stats.anomalies.store(anomalies, Ordering::Relaxed);
-    stats
+    shared.anomalies.store(anomalies, Ordering::Relaxed);
+    shared
         .buffer_fallbacks
         .store(queue.buffer_fallbacks(), Ordering::Relaxed);
-    stats
+    shared
         .buffer_errors
         .store(queue.buffer_errors(), Ordering::Relaxed);
     // The queue (and its ring, which holds /dev/ublkcN too) goes before our reference to
@@ -244,77 +363,137 @@ pub(super) fn decode(
     })
 }
 
+/// What the loop does after an event.
+enum Flow {
+    /// Go on.
+    Next,
+    /// The stop signal fired.
+    Woken,
+}
+
 /// The loop: one `io_uring_enter` sends the answers and waits; then every completion is
-/// handled. Ends when every tag is aborted (the device stopped) or the stop signal fires.
+/// handled. Ends when every tag is aborted (the device stopped) or the stop signal fires
+/// (after the driver's aborts, if STOP_DEV sent them: see [`drain`]).
 fn serve<Q: TargetQueue>(
     queue: &mut Queue<'_>,
     target: &mut Q,
-    stats: &QueueStats,
+    shared: &QueueShared,
     spec: &QueueSpec,
 ) -> std::result::Result<(), String> {
     let mut failure: Option<QueueError> = None;
-    let buf_len = spec.buf_bytes as usize;
+    let mut woken = false;
     loop {
         queue.wait().map_err(|e| format!("waiting for I/O: {e}"))?;
         while let Some(event) = queue.next_event() {
-            match event {
-                Event::Request { tag, desc } => {
-                    let reply = match decode(tag, &desc, buf_len, spec.dev_bytes) {
-                        Ok(req) => {
-                            stats.count(req.op);
-                            target.serve(
-                                &req,
-                                &mut IoContext::new(queue, &mut failure, &stats.errors),
-                            )
-                        }
-                        Err(errno) => {
-                            if let Ok(op) = desc.op() {
-                                stats.count(op);
-                            }
-                            Reply::Done(errno)
-                        }
-                    };
-                    if let Reply::Done(result) = reply {
-                        if result < 0 {
-                            stats.errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                        if let Err(e) = queue.complete(tag, result) {
-                            failure.get_or_insert(e);
-                        }
-                    }
-                }
-                Event::TargetDone {
-                    tag,
-                    cookie,
-                    result,
-                    ..
-                } => target.op_done(
-                    tag,
-                    cookie,
-                    result,
-                    &mut IoContext::new(queue, &mut failure, &stats.errors),
-                ),
-                Event::Refused { tag, cmd, errno } => {
-                    // The driver may still hold the tag's request; ending the queue closes the
-                    // ring, which makes the driver fail it instead of leaving it hanging.
-                    return Err(format!("the driver refused {cmd} for tag {tag}: {errno}"));
-                }
-                Event::Wake => return Ok(()),
-                Event::Aborted { .. } | Event::Unexpected { .. } => {}
-            }
-            if let Some(e) = failure.take() {
-                return Err(format!("serving I/O: {e}"));
+            if let Flow::Woken = handle(event, queue, target, shared, spec, &mut failure)? {
+                woken = true;
             }
         }
         // Zero copy's counters, for anyone watching while the device runs.
-        stats
+        shared
             .buffer_fallbacks
             .store(queue.buffer_fallbacks(), Ordering::Relaxed);
         if queue.is_finished() {
-            stats.ended_by_abort.store(true, Ordering::Release);
+            shared.ended_by_abort.store(true, Ordering::Release);
             return Ok(());
         }
+        if woken {
+            return drain(queue, target, shared, spec, &mut failure);
+        }
     }
+}
+
+/// Handles one event of the queue's loop.
+#[inline]
+fn handle<Q: TargetQueue>(
+    event: Event,
+    queue: &mut Queue<'_>,
+    target: &mut Q,
+    shared: &QueueShared,
+    spec: &QueueSpec,
+    failure: &mut Option<QueueError>,
+) -> std::result::Result<Flow, String> {
+    match event {
+        Event::Request { tag, desc } => {
+            let reply = match decode(tag, &desc, spec.buf_bytes as usize, spec.dev_bytes) {
+                Ok(req) => {
+                    shared.count(req.op);
+                    target.serve(&req, &mut IoContext::new(queue, failure, &shared.errors))
+                }
+                Err(errno) => {
+                    if let Ok(op) = desc.op() {
+                        shared.count(op);
+                    }
+                    Reply::Done(errno)
+                }
+            };
+            if let Reply::Done(result) = reply {
+                if result < 0 {
+                    shared.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Err(e) = queue.complete(tag, result) {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        Event::TargetDone {
+            tag,
+            cookie,
+            result,
+            ..
+        } => target.op_done(
+            tag,
+            cookie,
+            result,
+            &mut IoContext::new(queue, failure, &shared.errors),
+        ),
+        Event::Refused { tag, cmd, errno } => {
+            // The driver may still hold the tag's request; ending the queue closes the ring,
+            // which makes the driver fail it instead of leaving it hanging.
+            return Err(format!("the driver refused {cmd} for tag {tag}: {errno}"));
+        }
+        Event::Wake => return Ok(Flow::Woken),
+        Event::Aborted { .. } | Event::Unexpected { .. } => {}
+    }
+    match failure.take() {
+        Some(e) => Err(format!("serving I/O: {e}")),
+        None => Ok(Flow::Next),
+    }
+}
+
+/// After the stop signal, when the device sent STOP_DEV: takes the driver's aborts of the
+/// fetches still out (and what the target's own operations still complete), for at most
+/// [`DRAIN_TIMEOUT`], so that the queue ends with nothing outstanding and frees its buffers
+/// (a queue that ends with commands out must leave them mapped: the kernel may still write
+/// them).
+fn drain<Q: TargetQueue>(
+    queue: &mut Queue<'_>,
+    target: &mut Q,
+    shared: &QueueShared,
+    spec: &QueueSpec,
+    failure: &mut Option<QueueError>,
+) -> std::result::Result<(), String> {
+    if !shared.drain_on_wake.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while queue.outstanding() > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero()
+            || !queue
+                .wait_timeout(left)
+                .map_err(|e| format!("waiting for the driver's aborts: {e}"))?
+        {
+            break;
+        }
+        while let Some(event) = queue.next_event() {
+            handle(event, queue, target, shared, spec, failure)?;
+        }
+    }
+    if queue.is_finished() {
+        shared.ended_by_abort.store(true, Ordering::Release);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

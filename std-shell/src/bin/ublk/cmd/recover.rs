@@ -2,19 +2,33 @@
 //! target its `ublk add` record describes, so the same `/dev/ublkbN` (and whatever is mounted
 //! on it) goes on.
 
-use crate::add::{self, Served};
-use crate::args::{self, Opt, Parsed, Usage};
-use crate::{Failure, MAX_DEVICE_ID};
+use crate::server::{self, Server};
+use crate::support::failure::Failure;
+use crate::support::options::{self, Opt};
+use crate::support::output::print;
+
+/// `ublk recover`'s synopsis.
+pub const SYNOPSIS: &str = "-n ID [--foreground]";
+/// What `ublk recover` does.
+pub const ABOUT: &str = "a new server for a device created with --recovery whose server died or was quiesced: the target from its record, the same /dev/ublkbN";
 
 /// `ublk recover`'s options.
-pub const OPTS: &[Opt] = &[
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecoverOpt {
+    /// `-n, --number`.
+    Number,
+    /// `--foreground`.
+    Foreground,
+}
+
+/// `ublk recover`'s options.
+pub const OPTS: &[Opt<RecoverOpt>] = &[
+    options::device_opt(
+        RecoverOpt::Number,
+        "the device to take over (created with ublk add --recovery); required",
+    ),
     Opt {
-        short: Some('n'),
-        long: "number",
-        value: Some("ID"),
-        help: "the device to take over (created with ublk add --recovery); required",
-    },
-    Opt {
+        key: RecoverOpt::Foreground,
         short: None,
         long: "foreground",
         value: None,
@@ -22,32 +36,33 @@ pub const OPTS: &[Opt] = &[
     },
 ];
 
-/// `ublk recover`.
-pub fn run(p: &Parsed) -> Result<(), Failure> {
-    let id = device_id(p)?;
-    let foreground = p.flag("foreground");
-    add::serve("recover", foreground, &|run_dir| {
-        Served::recover(id, run_dir)
-    })
+/// `ublk recover`'s help.
+pub fn help() -> String {
+    options::help("recover", SYNOPSIS, ABOUT, OPTS)
 }
 
-/// `-n ID`, required.
-pub fn device_id(p: &Parsed) -> Result<u32, Usage> {
-    p.parsed("number", |v| {
-        args::number(v, "device id", 0..=MAX_DEVICE_ID)
-    })?
-    .ok_or_else(|| Usage("which device? give -n ID".into()))
+/// `ublk recover ARGS`.
+pub fn run(args: &[String]) -> Result<(), Failure> {
+    let p = options::parse("recover", OPTS, args)?;
+    if p.help {
+        return print(&help());
+    }
+    let id = options::required_device(&p, RecoverOpt::Number)?;
+    server::run("recover", p.flag(RecoverOpt::Foreground), &|run_dir| {
+        Server::recover(id, run_dir)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::support::options::Usage;
 
     #[test]
     fn the_device_is_required() {
         let parse = |line: &[&str]| {
             let args: Vec<String> = line.iter().map(|s| s.to_string()).collect();
-            device_id(&args::parse("recover", OPTS, &args)?)
+            options::required_device(&options::parse("recover", OPTS, &args)?, RecoverOpt::Number)
         };
         assert_eq!(parse(&["-n", "4"]), Ok(4));
         assert_eq!(parse(&[]), Err(Usage("which device? give -n ID".into())));

@@ -3,21 +3,34 @@
 
 use std::path::Path;
 
-use crate::args::{self, Opt, Parsed, Usage};
-use crate::recover::device_id;
-use crate::state;
-use crate::{Failure, human_size, print};
 use ublk::signal::process_alive;
 
+use crate::server::records;
+use crate::support::control;
+use crate::support::failure::Failure;
+use crate::support::options::{self, Opt, Parsed, Usage};
+use crate::support::output::{human_size, print};
+
+/// `ublk resize`'s synopsis.
+pub const SYNOPSIS: &str = "-n ID --size SIZE";
+/// What `ublk resize` does.
+pub const ABOUT: &str =
+    "change a live device's size, within what its target holds (kernels with UPDATE_SIZE)";
+
 /// `ublk resize`'s options.
-pub const OPTS: &[Opt] = &[
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResizeOpt {
+    /// `-n, --number`.
+    Number,
+    /// `-s, --size`.
+    Size,
+}
+
+/// `ublk resize`'s options.
+pub const OPTS: &[Opt<ResizeOpt>] = &[
+    options::device_opt(ResizeOpt::Number, "the device; required"),
     Opt {
-        short: Some('n'),
-        long: "number",
-        value: Some("ID"),
-        help: "the device; required",
-    },
-    Opt {
+        key: ResizeOpt::Size,
         short: Some('s'),
         long: "size",
         value: Some("SIZE"),
@@ -25,24 +38,32 @@ pub const OPTS: &[Opt] = &[
     },
 ];
 
-/// The device and the new size in bytes, checked.
-pub fn options(p: &Parsed) -> Result<(u32, u64), Usage> {
-    let size = p
-        .parsed("size", args::sectors)?
-        .ok_or_else(|| Usage("the new size? give --size SIZE".into()))?;
-    Ok((device_id(p)?, size))
+/// `ublk resize`'s help.
+pub fn help() -> String {
+    options::help("resize", SYNOPSIS, ABOUT, OPTS)
 }
 
-/// `ublk resize`.
-pub fn run(p: &Parsed) -> Result<(), Failure> {
-    let (id, size) = options(p)?;
-    let mut ctl = crate::open_control()?;
-    let info = crate::device_info(&mut ctl, id)?;
+/// The device and the new size in bytes, checked.
+pub fn options(p: &Parsed<ResizeOpt>) -> Result<(u32, u64), Usage> {
+    let size = p
+        .parsed(ResizeOpt::Size, options::sectors)?
+        .ok_or_else(|| Usage("the new size? give --size SIZE".into()))?;
+    let id = options::required_device(p, ResizeOpt::Number)?;
+    Ok((id, size))
+}
+
+/// `ublk resize ARGS`.
+pub fn run(args: &[String]) -> Result<(), Failure> {
+    let p = options::parse("resize", OPTS, args)?;
+    if p.help {
+        return print(&help());
+    }
+    let (id, size) = options(&p)?;
+    let mut ctl = control::open_control()?;
+    let info = control::device_info(&mut ctl, id)?;
     // The record says what the target holds if `ublk add` serves it; another server knows
     // its own limit, and answers I/O past it with errors, which loses nothing.
-    let record = state::read(Path::new(state::RUN_DIR), id)
-        .ok()
-        .flatten()
+    let record = records::read_tied(Path::new(records::RUN_DIR), &info)
         .filter(|r| info.server_pid() == Some(r.pid) && process_alive(r.pid));
     if let Some(most) = record.and_then(|r| r.capacity)
         && size > most
@@ -52,6 +73,5 @@ pub fn run(p: &Parsed) -> Result<(), Failure> {
         ))));
     }
     ctl.resize(id, size)?;
-    print(&format!("device {id}: {}\n", human_size(size)));
-    Ok(())
+    print(&format!("device {id}: {}\n", human_size(size)))
 }

@@ -104,7 +104,7 @@ impl TargetSpec {
                     builder = builder.logical_block_size(lbs);
                 }
                 // FLUSH and DISCARD reach the server, so the device measures their path too.
-                let builder = builder.volatile_cache(true).discard(DiscardLimits {
+                builder = builder.volatile_cache(true).discard(DiscardLimits {
                     granularity: 4096,
                     max_discard_bytes: 1 << 30,
                     max_write_zeroes_bytes: 1 << 30,
@@ -123,7 +123,7 @@ impl TargetSpec {
                     });
                 }
                 // Parsing made sure a mem target has a size.
-                builder.start_target(Mem::new(self.size.unwrap_or_default())?)?
+                launch.run(builder, Mem::new(self.size.unwrap_or_default())?)?
             }
             Kind::Loop => {
                 let file = self.file.clone().unwrap_or_default();
