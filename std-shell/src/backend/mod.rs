@@ -33,6 +33,7 @@
 //!
 //! Several devices, each with its own backend, can run in one process.
 
+mod builtin;
 mod file;
 mod file_ops;
 mod mem;
@@ -45,6 +46,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ublk_core::abi::uring::Sqe64;
 use ublk_core::{DataPath, Errno, IoOp, Queue, QueueError, RawFd, RequestIo};
 
+pub use builtin::{Builtin, BuiltinQueue};
 pub use file::{Loop, LoopOptions, LoopQueue};
 pub use mem::{Mem, MemQueue};
 pub use null::{Null, NullQueue};
