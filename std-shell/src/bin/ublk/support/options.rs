@@ -37,11 +37,6 @@ pub struct Opt<K> {
 }
 
 impl<K> Opt<K> {
-    /// The value may be left out.
-    pub fn value_optional(&self) -> bool {
-        self.value.is_some_and(|v| v.starts_with('['))
-    }
-
     /// `-n, --number ID` as help shows it.
     pub fn synopsis(&self) -> String {
         synopsis(self.short, self.long, self.value)
@@ -133,30 +128,68 @@ pub fn parse<K: Copy + PartialEq>(
     opts: &[Opt<K>],
     args: &[String],
 ) -> Result<Parsed<K>, Usage> {
-    let mut parsed = Parsed::default();
-    let help = Opt {
-        key: None,
+    // The parser proper knows options by their index only, so that it exists once, not once
+    // per command's option type.
+    let specs: Vec<Spec> = opts.iter().map(Opt::spec).collect();
+    let (given, help) = parse_specs(command, &specs, args)?;
+    Ok(Parsed {
+        given: given
+            .into_iter()
+            .map(|(i, v)| (opts[i].key, opts[i].long, v))
+            .collect(),
+        help,
+    })
+}
+
+/// An option without its key: how it is spelt and whether it takes a value.
+#[derive(Clone, Copy, Debug)]
+struct Spec {
+    short: Option<char>,
+    long: &'static str,
+    value: Option<&'static str>,
+}
+
+impl<K> Opt<K> {
+    fn spec(&self) -> Spec {
+        Spec {
+            short: self.short,
+            long: self.long,
+            value: self.value,
+        }
+    }
+}
+
+impl Spec {
+    fn value_optional(&self) -> bool {
+        self.value.is_some_and(|v| v.starts_with('['))
+    }
+}
+
+/// [`parse`] on the options' spellings: the options given (by index into `opts`, with their
+/// values), and whether help was asked for.
+#[allow(clippy::type_complexity)]
+fn parse_specs(
+    command: &str,
+    opts: &[Spec],
+    args: &[String],
+) -> Result<(Vec<(usize, Option<String>)>, bool), Usage> {
+    let help = Spec {
         short: Some(HELP.0),
         long: HELP.1,
         value: None,
-        help: HELP.2,
     };
-    let all: Vec<Opt<Option<K>>> = opts
-        .iter()
-        .map(|o| Opt {
-            key: Some(o.key),
-            short: o.short,
-            long: o.long,
-            value: o.value,
-            help: o.help,
-        })
-        .chain([help])
-        .collect();
+    let find = |f: &dyn Fn(&Spec) -> bool| -> Option<(Option<usize>, Spec)> {
+        match opts.iter().position(f) {
+            Some(i) => Some((Some(i), opts[i])),
+            None => f(&help).then_some((None, help)),
+        }
+    };
+    let mut given: Vec<(usize, Option<String>)> = Vec::new();
     let mut i = 0;
     while i < args.len() {
         let arg = &args[i];
         i += 1;
-        let (opt, inline) = if arg == "--" {
+        let ((index, opt), inline) = if arg == "--" {
             if let Some(extra) = args.get(i) {
                 return Err(Usage(format!(
                     "unexpected argument '{extra}' (see ublk {command} --help)"
@@ -168,44 +201,40 @@ pub fn parse<K: Copy + PartialEq>(
                 Some((n, v)) => (n, Some(v.to_string())),
                 None => (long, None),
             };
-            let opt = all.iter().find(|o| o.long == name).ok_or_else(|| {
+            let found = find(&|o| o.long == name).ok_or_else(|| {
                 Usage(format!(
                     "unknown option --{name} (see ublk {command} --help)"
                 ))
             })?;
-            if opt.value.is_none() && inline.is_some() {
+            if found.1.value.is_none() && inline.is_some() {
                 return Err(Usage(format!("--{name} takes no value")));
             }
-            (opt, inline)
+            (found, inline)
         } else if let Some(short) = arg.strip_prefix('-').filter(|s| !s.is_empty()) {
             let mut chars = short.chars();
             let c = chars.next().unwrap_or_default();
             let rest = chars.as_str();
-            let opt = all
-                .iter()
-                .find(|o| o.short == Some(c))
+            let found = find(&|o| o.short == Some(c))
                 .ok_or_else(|| Usage(format!("unknown option -{c} (see ublk {command} --help)")))?;
-            match (opt.value, rest.is_empty()) {
-                (Some(_), false) => (opt, Some(rest.to_string())),
+            match (found.1.value, rest.is_empty()) {
+                (Some(_), false) => (found, Some(rest.to_string())),
                 (None, false) => {
                     return Err(Usage(format!(
                         "unknown option {arg} (-{c} takes no value; see ublk {command} --help)"
                     )));
                 }
-                (_, true) => (opt, None),
+                (_, true) => (found, None),
             }
         } else {
             return Err(Usage(format!(
                 "unexpected argument '{arg}' (see ublk {command} --help)"
             )));
         };
-        let Some(key) = opt.key else {
+        let Some(index) = index else {
             // Help wins over every other problem on the line.
-            return Ok(Parsed {
-                given: Vec::new(),
-                help: true,
-            });
+            return Ok((Vec::new(), true));
         };
+        let shown = || synopsis(opt.short, opt.long, opt.value);
         let value = match (opt.value, inline) {
             (None, _) => None,
             (Some(_), Some(v)) => Some(v),
@@ -217,27 +246,33 @@ pub fn parse<K: Copy + PartialEq>(
             (Some(name), None) => {
                 let v = args
                     .get(i)
-                    .ok_or_else(|| Usage(format!("{} needs a value ({name})", opt.synopsis())))?;
+                    .ok_or_else(|| Usage(format!("{} needs a value ({name})", shown())))?;
                 i += 1;
                 Some(v.clone())
             }
         };
-        if parsed.flag(key) {
-            return Err(Usage(format!("{} given twice", opt.synopsis())));
+        if given.iter().any(|(g, _)| *g == index) {
+            return Err(Usage(format!("{} given twice", shown())));
         }
-        parsed.given.push((key, opt.long, value));
+        given.push((index, value));
     }
-    Ok(parsed)
+    Ok((given, false))
 }
 
 /// A command's help: its synopsis, what it does, and every option.
 pub fn help<K>(name: &str, synopsis: &str, about: &str, opts: &[Opt<K>]) -> String {
+    let lines: Vec<(String, &str)> = opts.iter().map(|o| (o.synopsis(), o.help)).collect();
+    help_text(name, synopsis, about, &lines)
+}
+
+/// [`help`] on the options' synopses and help lines.
+fn help_text(name: &str, synopsis: &str, about: &str, opts: &[(String, &str)]) -> String {
     let mut s = format!("Usage: ublk {name} {synopsis}\n\n{about}.\n");
     if !opts.is_empty() {
         s += "\nOptions:\n";
     }
-    for o in opts {
-        s += &format!("  {:<30}{}\n", o.synopsis(), o.help);
+    for (synopsis, help) in opts {
+        s += &format!("  {synopsis:<30}{help}\n");
     }
     s += &format!(
         "  {:<30}{}\n",
