@@ -303,10 +303,9 @@ impl AddOptions {
 
 /// `ublk add ARGS`.
 pub fn run(args: &[String]) -> Result<(), Failure> {
-    let p = options::parse("add", OPTS, args)?;
-    if p.help {
-        return crate::support::output::print(&help());
-    }
+    let Some(p) = options::parse_command("add", OPTS, args, help)? else {
+        return Ok(());
+    };
     let cwd = std::env::current_dir()
         .map_err(|e| Failure::Runtime(format!("cannot read the current directory: {e}")))?;
     let options = AddOptions::from_args(&p, &cwd)?;

@@ -16,7 +16,7 @@ use crate::server::records;
 use crate::support::control::{self, device_ids};
 use crate::support::failure::Failure;
 use crate::support::options::{self, Opt, Parsed, Usage};
-use crate::support::output::{eprint_line, print};
+use crate::support::output::eprint_line;
 
 /// `ublk del`'s synopsis.
 pub const SYNOPSIS: &str = "-n ID | -a";
@@ -86,10 +86,9 @@ impl DelOptions {
 
 /// `ublk del ARGS`.
 pub fn run(args: &[String]) -> Result<(), Failure> {
-    let p = options::parse("del", OPTS, args)?;
-    if p.help {
-        return print(&help());
-    }
+    let Some(p) = options::parse_command("del", OPTS, args, help)? else {
+        return Ok(());
+    };
     let options = DelOptions::from_args(&p)?;
     let mut ctl = control::open_control()?;
     ctl.set_timeout(options.timeout);

@@ -36,10 +36,9 @@ pub fn help() -> String {
 
 /// `ublk features ARGS`.
 pub fn run(args: &[String]) -> Result<(), Failure> {
-    let p = options::parse("features", OPTS, args)?;
-    if p.help {
-        return print(&help());
-    }
+    let Some(p) = options::parse_command("features", OPTS, args, help)? else {
+        return Ok(());
+    };
     let kernel = control::open_control()?.features()?;
     let report = ublk::feature_report(kernel);
     if p.flag(FeaturesOpt::Json) {

@@ -58,10 +58,9 @@ pub struct Listed {
 
 /// `ublk list ARGS`.
 pub fn run(args: &[String]) -> Result<(), Failure> {
-    let p = options::parse("list", OPTS, args)?;
-    if p.help {
-        return print(&help());
-    }
+    let Some(p) = options::parse_command("list", OPTS, args, help)? else {
+        return Ok(());
+    };
     let only = p.parsed(ListOpt::Number, options::device_id)?;
     let mut ctl = control::open_control()?;
     let run_dir = Path::new(records::RUN_DIR);

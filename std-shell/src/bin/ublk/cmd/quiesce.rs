@@ -54,10 +54,9 @@ pub fn options(p: &Parsed<QuiesceOpt>) -> Result<(u32, Duration), Usage> {
 
 /// `ublk quiesce ARGS`.
 pub fn run(args: &[String]) -> Result<(), Failure> {
-    let p = options::parse("quiesce", OPTS, args)?;
-    if p.help {
-        return print(&help());
-    }
+    let Some(p) = options::parse_command("quiesce", OPTS, args, help)? else {
+        return Ok(());
+    };
     let (id, timeout) = options(&p)?;
     let mut ctl = control::open_control()?;
     ctl.require(Features::QUIESCE, "quiescing a device (QUIESCE_DEV)")?;

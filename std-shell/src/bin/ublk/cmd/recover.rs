@@ -5,7 +5,6 @@
 use crate::server::{self, Server};
 use crate::support::failure::Failure;
 use crate::support::options::{self, Opt};
-use crate::support::output::print;
 
 /// `ublk recover`'s synopsis.
 pub const SYNOPSIS: &str = "-n ID [--foreground]";
@@ -43,10 +42,9 @@ pub fn help() -> String {
 
 /// `ublk recover ARGS`.
 pub fn run(args: &[String]) -> Result<(), Failure> {
-    let p = options::parse("recover", OPTS, args)?;
-    if p.help {
-        return print(&help());
-    }
+    let Some(p) = options::parse_command("recover", OPTS, args, help)? else {
+        return Ok(());
+    };
     let id = options::required_device(&p, RecoverOpt::Number)?;
     server::run("recover", p.flag(RecoverOpt::Foreground), &|run_dir| {
         Server::recover(id, run_dir)

@@ -54,10 +54,9 @@ pub fn options(p: &Parsed<ResizeOpt>) -> Result<(u32, u64), Usage> {
 
 /// `ublk resize ARGS`.
 pub fn run(args: &[String]) -> Result<(), Failure> {
-    let p = options::parse("resize", OPTS, args)?;
-    if p.help {
-        return print(&help());
-    }
+    let Some(p) = options::parse_command("resize", OPTS, args, help)? else {
+        return Ok(());
+    };
     let (id, size) = options(&p)?;
     let mut ctl = control::open_control()?;
     let info = control::device_info(&mut ctl, id)?;

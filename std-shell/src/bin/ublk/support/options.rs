@@ -141,6 +141,22 @@ pub fn parse<K: Copy + PartialEq>(
     })
 }
 
+/// A command's command line: parsed against its options, or, when it asks for `--help`, the
+/// command's help printed (`None`: nothing more to do).
+pub fn parse_command<K: Copy + PartialEq>(
+    command: &str,
+    opts: &[Opt<K>],
+    args: &[String],
+    help: fn() -> String,
+) -> Result<Option<Parsed<K>>, super::failure::Failure> {
+    let parsed = parse(command, opts, args)?;
+    if parsed.help {
+        super::output::print(&help())?;
+        return Ok(None);
+    }
+    Ok(Some(parsed))
+}
+
 /// An option without its key: how it is spelt and whether it takes a value.
 #[derive(Clone, Copy, Debug)]
 struct Spec {
