@@ -130,6 +130,31 @@ fn recoverable_loop(
     Ok((scratch, added))
 }
 
+/// `examples/loop --file FILE --recovery reissue EXTRA...`, started: the process and its
+/// device's id, from the line it prints once the device is served.
+fn recoverable_loop_example(file: &Path, extra: &[&str]) -> Result<(Child, u32), NotPassed> {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new("loop")
+        .args(["--file", path_str(file), "--recovery", "reissue"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(io_err("starting examples/loop"))?;
+    let mut first = String::new();
+    if let Some(out) = child.stdout.take() {
+        BufReader::new(out)
+            .read_line(&mut first)
+            .map_err(io_err("reading examples/loop's output"))?;
+    }
+    let id = first
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("/dev/ublkb")?.parse().ok())
+        .ok_or_else(|| failed(format!("examples/loop: no device in {first:?}")))?;
+    Ok((child, id))
+}
+
 /// SIGKILL to `pid`, and waits until it is gone.
 fn kill_9(pid: i32) -> TestResult {
     // SAFETY: kill takes plain integers; `pid` is a server this test started.
@@ -534,27 +559,10 @@ impl Target for Unopenable {
 /// small for the device is refused first and leaves the device waiting. `Device::resize`
 /// works within the file, or names UPDATE_SIZE where the kernel lacks it.
 fn library_takes_over_a_killed_server() -> TestResult {
-    use std::io::{BufRead, BufReader};
     let scratch = Scratch::new("recover-lib")?;
     let image = scratch.file("disk.img", 16 * MIB)?;
     let small = scratch.file("small.img", 8 * MIB)?;
-    let mut child = Command::new("loop")
-        .args(["--file", path_str(&image), "--recovery", "reissue"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(io_err("starting examples/loop"))?;
-    let mut first = String::new();
-    if let Some(out) = child.stdout.take() {
-        BufReader::new(out)
-            .read_line(&mut first)
-            .map_err(io_err("reading examples/loop's output"))?;
-    }
-    let id: u32 = first
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("/dev/ublkb")?.parse().ok())
-        .ok_or_else(|| failed(format!("examples/loop: no device in {first:?}")))?;
+    let (mut child, id) = recoverable_loop_example(&image, &[])?;
     let dev_path = Path::new("/dev").join(format!("ublkb{id}"));
     let pattern = random_bytes(6, 128 << 10);
     write_read_back(&dev_path, 4 * MIB, &pattern)?;
@@ -791,7 +799,6 @@ fn a_failed_queue_leaves_a_recoverable_device_waiting() -> TestResult {
 /// of the same id on another file and dies: `ublk recover` must refuse the record (it would
 /// have served the first device's file as the second's) and leave the device waiting.
 fn recover_refuses_a_stale_record() -> TestResult {
-    use std::io::{BufRead, BufReader};
     let (scratch, first) = recoverable_loop("stale", 16 * MIB, "reissue", &[])?;
     let id = first.id.to_string();
     kill_9(first.pid)?;
@@ -805,30 +812,8 @@ fn recover_refuses_a_stale_record() -> TestResult {
     );
 
     let other = scratch.file("other.img", 16 * MIB)?;
-    let mut child = Command::new("loop")
-        .args([
-            "--file",
-            path_str(&other),
-            "--recovery",
-            "reissue",
-            "--id",
-            &id,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(io_err("starting examples/loop"))?;
-    let mut line = String::new();
-    if let Some(out) = child.stdout.take() {
-        BufReader::new(out)
-            .read_line(&mut line)
-            .map_err(io_err("reading examples/loop's output"))?;
-    }
-    assert!(
-        line.contains(&format!("/dev/ublkb{id} ")),
-        "the same id: {line:?}"
-    );
+    let (mut child, new_id) = recoverable_loop_example(&other, &["--id", &id])?;
+    assert_eq!(new_id, first.id, "the same id");
     let pattern = random_bytes(11, 128 << 10);
     write_read_back(&first.block_dev(), 2 * MIB, &pattern)?;
     kill_9(child.id() as i32)?;
