@@ -139,15 +139,19 @@ pub(crate) fn logical_block_size(file: &File) -> io::Result<u32> {
 pub(crate) fn dio_alignment(file: &File) -> io::Result<Option<(u32, u32)>> {
     // SAFETY: all-zero bytes are a valid `statx` (integers only).
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // The system call, not glibc's `statx`: std declares that symbol weak (it probes for it),
+    // and a program linked statically with LTO then gets the weak reference for every user,
+    // which pulls nothing from libc.a and calls address 0.
     // SAFETY: the path is an empty C string with AT_EMPTY_PATH, so the kernel stats the open
     // file; it writes only into `stx`, a valid, writable `statx`.
     let ret = unsafe {
-        libc::statx(
+        libc::syscall(
+            libc::SYS_statx,
             file.as_raw_fd(),
             c"".as_ptr(),
             libc::AT_EMPTY_PATH,
             libc::STATX_DIOALIGN,
-            &mut stx,
+            &mut stx as *mut libc::statx,
         )
     };
     if ret != 0 {
@@ -332,7 +336,14 @@ pub fn close_descriptors_except(keep: &[RawFd]) -> io::Result<()> {
     for &(lo, hi) in &gaps {
         // SAFETY: close_range takes plain integers and closes only this process's descriptors
         // in the range; none of them is used again (the caller keeps what it needs).
-        let r = unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0u32) };
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                libc::c_long::from(lo),
+                libc::c_long::from(hi),
+                0 as libc::c_long,
+            )
+        };
         if r != 0 {
             return close_listed_except(&keep);
         }

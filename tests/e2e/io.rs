@@ -670,7 +670,9 @@ fn stop_is_bounded_when_a_backend_blocks() -> TestResult {
     // STOP_DEV, the queues' end and DEL_DEV, each bounded by the timeout, and some slack.
     let bound = timeout * 3 + Duration::from_secs(10);
     let stopped = done.recv_timeout(bound);
-    // Whatever happened, let the backend go, so the device can end.
+    // Whatever happened, let the backend go (this read and any the kernel sends after it),
+    // so the device can end.
+    gate.armed.store(false, std::sync::atomic::Ordering::Release);
     let _ = release.send(());
     let stopped = stopped.map_err(|_| {
         failed(format!(
