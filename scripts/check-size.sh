@@ -3,7 +3,8 @@
 # project builds `ublk` for the test VM and for an initramfs (scripts/vm/lib.sh: release
 # profile, static glibc, x86_64-unknown-linux-gnu), the hello world with a copy of this
 # workspace's [profile.release], so the difference is what ublk's own code and what it pulls
-# in weigh. Fails when that exceeds UBLK_SIZE_LIMIT_KIB (README, "The binary's size").
+# in weigh. Fails when that exceeds UBLK_SIZE_LIMIT_KIB (README, "The binary's size"), or when
+# the static binary does not run (a smoke test that needs no driver).
 #
 #   scripts/check-size.sh          prints the sizes; exits 1 over the limit
 set -euo pipefail
@@ -34,6 +35,20 @@ EOF
 (cd "$hello_dir" && RUSTFLAGS=$rustflags cargo build --quiet --release --offline \
     --target "$target" --target-dir ../hello-target)
 hello="$out/hello-target/$target/release/hello"
+
+# The static binary must also run: a loop target opened on this host (no driver needed) must
+# fail at the control device, not crash. (Statically linked with LTO, a libc symbol that std
+# declares weak once resolved to address 0 in exactly this path.)
+image="$out/smoke.img"
+truncate -s 1M "$image"
+status=0
+smoke=$(UBLK_CONTROL=/nonexistent/ublk-control "$ublk" add -t loop -f "$image" --foreground 2>&1) \
+    || status=$?
+case "$status:$smoke" in
+    "1:"*"/nonexistent/ublk-control: it does not exist"*) ;;
+    *) echo "check-size: the static ublk did not fail as expected (exit $status): $smoke" >&2
+       exit 1 ;;
+esac
 
 u=$(stat -c %s "$ublk")
 h=$(stat -c %s "$hello")
