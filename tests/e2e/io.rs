@@ -672,7 +672,8 @@ fn stop_is_bounded_when_a_backend_blocks() -> TestResult {
     let stopped = done.recv_timeout(bound);
     // Whatever happened, let the backend go (this read and any the kernel sends after it),
     // so the device can end.
-    gate.armed.store(false, std::sync::atomic::Ordering::Release);
+    gate.armed
+        .store(false, std::sync::atomic::Ordering::Release);
     let _ = release.send(());
     let stopped = stopped.map_err(|_| {
         failed(format!(
