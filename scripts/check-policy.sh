@@ -2,7 +2,10 @@
 # Checks two properties of the build that no compiler error would catch:
 #  1. ublk-core is `no_std` and cannot allocate: it declares #![no_std], never links the
 #     `alloc` crate outside tests, and builds on its own (`cargo build -p ublk-core`);
-#  2. the workspace depends on libc and static_assertions only, dev-dependencies included.
+#  2. the workspace depends on libc and static_assertions only, dev-dependencies included;
+#  3. the `ublk` command's layers hold: no file in cmd/ uses another command's module (what
+#     commands share lives in server/ and support/), and the command makes no libc call of
+#     its own (every raw call of std-shell is in std-shell/src/os.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,3 +53,26 @@ for p in $packages; do
     esac
 done
 echo "dependencies: $(echo "$packages" | tr '\n' ' ')"
+
+# 3. The CLI's layers. A `use` may span lines (`use crate::cmd::{\n add,\n del};`): each
+# statement is joined into one line before it is searched, and it may name a sibling command
+# as `super::NAME`, `cmd::NAME` or inside braces after either.
+cli=std-shell/src/bin/ublk
+commands=$(find "$cli/cmd" -name '*.rs' ! -name mod.rs -printf '%f\n' | sed 's/\.rs$//' | sort)
+for f in "$cli"/cmd/*.rs; do
+    [ "$(basename "$f")" = mod.rs ] && continue
+    self=$(basename "$f" .rs)
+    uses=$(awk '/^[[:space:]]*(pub[^ ]* )?use / { s = ""; on = 1 }
+                on { s = s $0; if ($0 ~ /;/) { print s; on = 0 } }' "$f" | tr -s ' \t' ' ')
+    for other in $commands; do
+        [ "$other" = "$self" ] && continue
+        if echo "$uses" | grep -qE "(super|cmd)::(\{[^}]*\b)?$other\b"; then
+            fail "$f uses the command module '$other' (commands share through server/ and support/)"
+        fi
+    done
+done
+if grep -rnE '\blibc::[a-z_0-9]+\(' "$cli" --include='*.rs' >/dev/null; then
+    grep -rnE '\blibc::[a-z_0-9]+\(' "$cli" --include='*.rs' >&2
+    fail "the ublk command calls libc itself: raw calls belong in std-shell/src/os.rs"
+fi
+echo "ublk command: no command uses another, no libc call outside os.rs"

@@ -15,6 +15,7 @@ use core::time::Duration;
 
 use crate::abi::ctrl::{UBLK_CTRL_NO_QUEUE, UBLK_DEV_ID_ANY};
 use crate::abi::features::UBLK_FEATURES_LEN;
+use crate::abi::io::{UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH};
 use crate::abi::uring::{Cqe32, Sqe128};
 use crate::abi::{
     CtrlCmd, Features, OpEncoding, Pod, UblkParams, UblksrvCtrlCmd, UblksrvCtrlDevInfo,
@@ -55,6 +56,9 @@ pub enum CtrlErrorKind {
     },
     /// The ring failed (setup, submission, or the command buffer could not be mapped).
     Ring(RingError),
+    /// The command completed, but its answer is not one the ublk driver gives (another
+    /// device's id, no queues): the descriptor is likely not `/dev/ublk-control`.
+    BadAnswer(&'static str),
 }
 
 impl CtrlError {
@@ -131,6 +135,19 @@ impl fmt::Display for CtrlError {
                 })
             }
             CtrlErrorKind::Ring(e) => write!(f, "{e}"),
+            CtrlErrorKind::BadAnswer(why) => {
+                write!(f, "the answer is not the ublk driver's ({why})")
+            }
+        }
+    }
+}
+
+impl core::error::Error for CtrlError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match &self.kind {
+            CtrlErrorKind::Kernel(e) => Some(e),
+            CtrlErrorKind::Ring(e) => Some(e),
+            CtrlErrorKind::TimedOut { .. } | CtrlErrorKind::BadAnswer(_) => None,
         }
     }
 }
@@ -206,6 +223,32 @@ impl CharDevPath {
     fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
+}
+
+/// Checks a device's info as the driver answered it (ADD_DEV, GET_DEV_INFO): the device asked
+/// about (`id`, if one was named), and queues and depth the driver can have, no more than were
+/// asked for (`asked`, for ADD_DEV). A descriptor that is not `/dev/ublk-control` (one that
+/// completes every command with 0, as `/dev/null` does) answers with zeroes, which fail here.
+fn check_info(
+    info: &UblksrvCtrlDevInfo,
+    id: Option<u32>,
+    asked: Option<&UblksrvCtrlDevInfo>,
+) -> Result<(), &'static str> {
+    if info.dev_id == UBLK_DEV_ID_ANY || id.is_some_and(|id| id != info.dev_id) {
+        return Err("another device's id");
+    }
+    if info.nr_hw_queues == 0 || u32::from(info.nr_hw_queues) > UBLK_MAX_NR_QUEUES {
+        return Err("a queue count outside 1..=4096");
+    }
+    if info.queue_depth == 0 || info.queue_depth > UBLK_MAX_QUEUE_DEPTH {
+        return Err("a queue depth outside 1..=4096");
+    }
+    if let Some(asked) = asked
+        && (info.nr_hw_queues > asked.nr_hw_queues || info.queue_depth > asked.queue_depth)
+    {
+        return Err("more queues or tags than asked for");
+    }
+    Ok(())
 }
 
 /// A connection to the ublk driver's control device.
@@ -503,11 +546,16 @@ impl Control {
         id: Option<u32>,
         info: &UblksrvCtrlDevInfo,
     ) -> Result<UblksrvCtrlDevInfo, CtrlError> {
-        let mut info = *info;
+        let mut granted = *info;
         // The driver insists that the info's id matches the header's.
-        info.dev_id = id.unwrap_or(UBLK_DEV_ID_ANY);
-        self.with_buffer(CtrlCmd::AddDev, id, &mut info)?;
-        Ok(info)
+        granted.dev_id = id.unwrap_or(UBLK_DEV_ID_ANY);
+        self.with_buffer(CtrlCmd::AddDev, id, &mut granted)?;
+        check_info(&granted, id, Some(info)).map_err(|why| CtrlError {
+            cmd: CtrlCmd::AddDev,
+            dev_id: id,
+            kind: CtrlErrorKind::BadAnswer(why),
+        })?;
+        Ok(granted)
     }
 
     /// DEL_DEV: removes the device and waits until its id is free again. Close the device's
@@ -557,7 +605,7 @@ impl Control {
     pub fn get_dev_info(&mut self, id: u32) -> Result<UblksrvCtrlDevInfo, CtrlError> {
         let mut info = UblksrvCtrlDevInfo::default();
         self.with_buffer(CtrlCmd::GetDevInfo, Some(id), &mut info)?;
-        Ok(info)
+        self.checked_info(CtrlCmd::GetDevInfo, id, info)
     }
 
     /// GET_DEV_INFO2: as GET_DEV_INFO, passing the char device path `/dev/ublkc<id>` the driver
@@ -574,6 +622,20 @@ impl Control {
             out: info.as_bytes_mut(),
         };
         self.execute(CtrlCmd::GetDevInfo2, Some(id), header, buffer, self.timeout)?;
+        self.checked_info(CtrlCmd::GetDevInfo2, id, info)
+    }
+
+    fn checked_info(
+        &self,
+        cmd: CtrlCmd,
+        id: u32,
+        info: UblksrvCtrlDevInfo,
+    ) -> Result<UblksrvCtrlDevInfo, CtrlError> {
+        check_info(&info, Some(id), None).map_err(|why| CtrlError {
+            cmd,
+            dev_id: Some(id),
+            kind: CtrlErrorKind::BadAnswer(why),
+        })?;
         Ok(info)
     }
 
@@ -687,6 +749,67 @@ mod tests {
         );
         assert!(e.is_timeout());
         assert_eq!(e.errno(), None);
+    }
+
+    #[test]
+    fn answers_the_driver_cannot_give_are_refused() {
+        let good = UblksrvCtrlDevInfo {
+            dev_id: 3,
+            nr_hw_queues: 2,
+            queue_depth: 64,
+            ..Default::default()
+        };
+        assert_eq!(check_info(&good, Some(3), None), Ok(()));
+        assert_eq!(check_info(&good, None, Some(&good)), Ok(()));
+        let bad = [
+            (
+                UblksrvCtrlDevInfo { dev_id: 4, ..good },
+                "another device's id",
+            ),
+            (
+                UblksrvCtrlDevInfo {
+                    dev_id: UBLK_DEV_ID_ANY,
+                    ..good
+                },
+                "another device's id",
+            ),
+            // What a descriptor that completes every command with 0 leaves: zeroes.
+            (
+                UblksrvCtrlDevInfo {
+                    dev_id: 3,
+                    ..Default::default()
+                },
+                "a queue count",
+            ),
+            (
+                UblksrvCtrlDevInfo {
+                    queue_depth: 4097,
+                    ..good
+                },
+                "a queue depth",
+            ),
+        ];
+        for (info, want) in bad {
+            let why = check_info(&info, Some(3), None).unwrap_err();
+            assert!(why.starts_with(want), "{why}");
+        }
+        let asked = UblksrvCtrlDevInfo {
+            nr_hw_queues: 1,
+            ..good
+        };
+        assert_eq!(
+            check_info(&good, Some(3), Some(&asked)),
+            Err("more queues or tags than asked for")
+        );
+        let e = CtrlError {
+            cmd: CtrlCmd::GetDevInfo,
+            dev_id: Some(0),
+            kind: CtrlErrorKind::BadAnswer("a queue count outside 1..=4096"),
+        };
+        assert_eq!(
+            e.to_string(),
+            "GET_DEV_INFO for device 0: the answer is not the ublk driver's (a queue count outside 1..=4096)"
+        );
     }
 
     #[test]

@@ -58,3 +58,13 @@ static_assertions::assert_not_impl_any!(QueueRing: Sync);
 static_assertions::assert_not_impl_any!(CtrlRing: Sync);
 static_assertions::assert_impl_all!(Queue<'static>: Send);
 static_assertions::assert_not_impl_any!(Queue<'static>: Sync);
+
+// Every error type of the core is a `core::error::Error`, so callers can box it, chain it
+// (`source`) and, with the `std` feature, turn it into an `io::Error` with `?`.
+static_assertions::assert_impl_all!(
+    Errno: core::error::Error, Send, Sync, Copy
+);
+static_assertions::assert_impl_all!(RingError: core::error::Error, Send, Sync);
+static_assertions::assert_impl_all!(CtrlError: core::error::Error, Send, Sync);
+static_assertions::assert_impl_all!(QueueError: core::error::Error, Send, Sync);
+static_assertions::assert_impl_all!(tag::InvalidTransition: core::error::Error, Send, Sync);

@@ -187,6 +187,8 @@ impl fmt::Display for InvalidTransition {
     }
 }
 
+impl core::error::Error for InvalidTransition {}
+
 /// The states of one queue's tags, over caller-provided slots.
 #[derive(Debug)]
 pub struct TagTable<'a> {

@@ -1,10 +1,9 @@
 //! What the examples share: option parsing and serving until a signal.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use ublk::signal::{TerminationSignals, signal_name};
-use ublk::{Device, DeviceBuilder};
+use ublk::{Device, DeviceBuilder, Ended, Fate};
 
 /// `1G`, `512M`, `4096`: bytes, with a binary suffix.
 pub fn parse_size(s: &str) -> Option<u64> {
@@ -96,28 +95,32 @@ pub fn block_signals() -> ublk::Result<TerminationSignals> {
     })
 }
 
-/// Prints what is served, waits for a signal or for the device to be deleted from outside,
-/// then stops it and prints its counters.
+/// Prints what is served and serves it until a signal, a stop from outside or a failed queue
+/// ([`Device::serve_until`]); then prints why it ended and what was served.
 pub fn serve(dev: Device, signals: &TerminationSignals, what: &str) -> ublk::Result<()> {
-    let info = dev.info();
+    let (id, info) = (dev.id(), *dev.info());
     println!(
         "serving {} ({what}, {} queue(s) of depth {}); Ctrl-C to stop",
         dev.block_dev_path().display(),
         info.queues(),
         info.queue_depth()
     );
-    loop {
-        if let Some(sig) = signals.wait(Duration::from_millis(200)) {
-            println!("{}: stopping device {}", signal_name(sig), dev.id());
-            break;
-        }
-        if !dev.is_running() {
-            println!("device {} was stopped from outside", dev.id());
-            break;
-        }
+    for w in dev.warnings() {
+        eprintln!("warning: {w}");
     }
-    let stats = dev.stats();
-    dev.stop()?;
+    let served = dev.serve_until(signals);
+    match served.ended {
+        Ended::Signal(sig) => println!("{}: stopping device {id}", signal_name(sig)),
+        Ended::StoppedOutside => println!("device {id} was stopped from outside"),
+        Ended::QueueFailed => println!("device {id}: a queue failed"),
+    }
+    if served.fate == Fate::WaitsForRecovery {
+        println!("device {id} waits for a new server (recovery)");
+    }
+    if let Some(e) = served.error {
+        return Err(e);
+    }
+    let stats = served.stats;
     println!(
         "stopped; served {} reads, {} writes, {} flushes, {} discards, {} write-zeroes, {} errors",
         stats.reads, stats.writes, stats.flushes, stats.discards, stats.write_zeroes, stats.errors

@@ -6,10 +6,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ublk_core::abi::io::{UBLK_IO_BUF_BITS, UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH};
 use ublk_core::{Control, DevState, Fd, Features, UblkParams, UblksrvCtrlDevInfo};
 
 use crate::error::{Error, Result};
+use crate::rules;
 
 /// What to ask ADD_DEV for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,8 +20,8 @@ pub struct NewDevice {
     pub queues: u16,
     /// Tags per queue, 1..=4096.
     pub queue_depth: u16,
-    /// Largest I/O in bytes: at least one page, at most 32 MiB (the driver rounds down to a
-    /// page).
+    /// Largest I/O in bytes: a whole number of pages, from one page to 32 MiB
+    /// ([`rules::max_io_bytes`]).
     pub max_io_bytes: u32,
     /// `UBLK_F_*` features to ask for.
     pub flags: Features,
@@ -44,54 +44,13 @@ impl NewDevice {
     /// Refuses, with a message naming the field, what the driver would refuse with a bare
     /// `EINVAL`.
     pub fn validate(&self) -> Result<()> {
-        if self.queues == 0 || u32::from(self.queues) > UBLK_MAX_NR_QUEUES {
-            return Err(Error::invalid(
-                "queue count",
-                format!("must be 1..={UBLK_MAX_NR_QUEUES}, got {}", self.queues),
-            ));
+        rules::queues(self.queues.into())?;
+        rules::queue_depth(self.queue_depth.into())?;
+        rules::max_io_bytes(self.max_io_bytes.into())?;
+        if let Some(id) = self.id {
+            rules::device_id(id.into())?;
         }
-        if self.queue_depth == 0 || self.queue_depth > UBLK_MAX_QUEUE_DEPTH {
-            return Err(Error::invalid(
-                "queue depth",
-                format!(
-                    "must be 1..={UBLK_MAX_QUEUE_DEPTH}, got {}",
-                    self.queue_depth
-                ),
-            ));
-        }
-        let page = ublk_core::sys::page_size();
-        let max = 1u64 << UBLK_IO_BUF_BITS;
-        if (self.max_io_bytes as usize) < page || u64::from(self.max_io_bytes) > max {
-            return Err(Error::invalid(
-                "max I/O size",
-                format!("must be {page}..={max} bytes, got {}", self.max_io_bytes),
-            ));
-        }
-        if self.id == Some(u32::MAX) {
-            return Err(Error::invalid(
-                "device id",
-                "u32::MAX means \"any\"; pass None instead",
-            ));
-        }
-        let recovery = self.flags & Features::ALL_RECOVERY;
-        let valid_recovery = [
-            Features::empty(),
-            Features::USER_RECOVERY,
-            Features::USER_RECOVERY | Features::USER_RECOVERY_REISSUE,
-            Features::USER_RECOVERY | Features::USER_RECOVERY_FAIL_IO,
-        ];
-        if !valid_recovery.contains(&recovery) {
-            return Err(Error::invalid(
-                "recovery flags",
-                format!(
-                    "{recovery} is not a valid combination (REISSUE and FAIL_IO each need USER_RECOVERY, and exclude each other)"
-                ),
-            ));
-        }
-        if self.flags.contains(Features::QUIESCE) && !self.flags.contains(Features::USER_RECOVERY) {
-            return Err(Error::invalid("flags", "QUIESCE needs USER_RECOVERY"));
-        }
-        Ok(())
+        rules::recovery_flags(self.flags)
     }
 }
 
@@ -192,18 +151,25 @@ impl Controller {
         Self::open_path(Self::DEFAULT_PATH)
     }
 
-    /// Opens the control device at `path`.
+    /// Opens the control device at `path`, which must be the ublk driver's: a character
+    /// device with the numbers sysfs gives `ublk-control` (or, without sysfs, a misc device).
+    /// Anything else (`/dev/null`, a file) is refused before any command is sent.
     pub fn open_path(path: impl AsRef<Path>) -> Result<Controller> {
         let path = path.as_ref().to_path_buf();
+        let fail = |source| Error::OpenControl {
+            path: path.clone(),
+            source,
+        };
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(libc::O_CLOEXEC)
             .open(&path)
-            .map_err(|source| Error::OpenControl {
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(fail)?;
+        let meta = file.metadata().map_err(fail)?;
+        let sysfs = std::fs::read_to_string(CONTROL_SYSFS_DEV).ok();
+        check_control_node(&meta, sysfs.as_deref())
+            .map_err(|why| fail(std::io::Error::new(std::io::ErrorKind::InvalidInput, why)))?;
         // SAFETY: `into_raw_fd` hands over sole ownership of an open descriptor.
         let fd = unsafe { Fd::from_raw(file.into_raw_fd()) };
         let control = Control::new(fd)?;
@@ -316,15 +282,8 @@ impl Controller {
     pub fn resize(&mut self, id: u32, bytes: u64) -> Result<()> {
         self.require(Features::UPDATE_SIZE, "UPDATE_SIZE (resizing a device)")?;
         let params = self.params(id)?;
-        let lbs = 1u64 << params.basic.logical_bs_shift.min(31);
-        if bytes == 0 || bytes % lbs != 0 {
-            return Err(Error::invalid(
-                "device size",
-                format!(
-                    "must be a non-zero multiple of device {id}'s logical block size ({lbs} bytes), got {bytes}"
-                ),
-            ));
-        }
+        let lbs = 1u32 << params.basic.logical_bs_shift.min(31);
+        rules::device_size(bytes, lbs)?;
         self.update_size(id, bytes / 512)
     }
 
@@ -354,9 +313,58 @@ impl Controller {
     }
 }
 
+/// The control device's numbers, as the kernel's misc class lists them (`MAJOR:MINOR`).
+const CONTROL_SYSFS_DEV: &str = "/sys/class/misc/ublk-control/dev";
+
+/// The misc devices' major number, `/dev/ublk-control`'s.
+const MISC_MAJOR: u32 = 10;
+
+/// Checks that `meta` (of the opened node) is the ublk control device: a character device
+/// whose numbers are `sysfs`'s (the contents of [`CONTROL_SYSFS_DEV`]), or, where sysfs cannot
+/// say, a misc device.
+fn check_control_node(meta: &std::fs::Metadata, sysfs: Option<&str>) -> Result<(), String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if !meta.file_type().is_char_device() {
+        return Err("is not the ublk control device (not a character device)".into());
+    }
+    let (major, minor) = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
+    let control = sysfs.and_then(|text| {
+        let (a, b) = text.trim().split_once(':')?;
+        Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?))
+    });
+    match control {
+        Some(numbers) if numbers == (major, minor) => Ok(()),
+        Some((a, b)) => Err(format!(
+            "is not the ublk control device (character device {major}:{minor}; ublk-control is {a}:{b})"
+        )),
+        None if major == MISC_MAJOR => Ok(()),
+        None => Err(format!(
+            "is not the ublk control device (character device {major}:{minor}, not a misc device)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_control_device_is_taken_for_it() {
+        let null = std::fs::metadata("/dev/null").unwrap();
+        let file = std::fs::metadata("/proc/self/status").unwrap();
+        // /dev/null is 1:3; as if sysfs listed ublk-control as 10:120, or there were no sysfs.
+        for sysfs in [Some("10:120\n"), None] {
+            let why = check_control_node(&null, sysfs).unwrap_err();
+            assert!(
+                why.starts_with("is not the ublk control device (character device 1:3"),
+                "{why}"
+            );
+            let why = check_control_node(&file, sysfs).unwrap_err();
+            assert!(why.contains("not a character device"), "{why}");
+        }
+        // A node with the numbers sysfs gives is taken.
+        assert_eq!(check_control_node(&null, Some("1:3\n")), Ok(()));
+    }
 
     fn invalid(spec: NewDevice) -> String {
         spec.validate().unwrap_err().to_string()
@@ -402,6 +410,13 @@ mod tests {
             })
             .starts_with("invalid device id")
         );
+        assert!(
+            invalid(NewDevice {
+                max_io_bytes: 4096 + 512,
+                ..d
+            })
+            .starts_with("invalid max I/O size: must be a multiple of the page size")
+        );
         let reissue_alone = NewDevice {
             flags: Features::USER_RECOVERY_REISSUE,
             ..d
@@ -419,7 +434,7 @@ mod tests {
                 flags: Features::QUIESCE,
                 ..d
             }),
-            "invalid flags: QUIESCE needs USER_RECOVERY"
+            "invalid flags: QUIESCE needs recovery (a quiesced device waits for a new server)"
         );
         NewDevice {
             flags: Features::USER_RECOVERY | Features::QUIESCE,

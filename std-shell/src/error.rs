@@ -79,12 +79,7 @@ impl Error {
             Error::OpenControl { source, .. } | Error::Io { source, .. } => {
                 source.raw_os_error().map(ublk_core::Errno)
             }
-            Error::Ring(
-                RingError::Setup(e)
-                | RingError::Enter(e)
-                | RingError::Register(e)
-                | RingError::Map(e),
-            ) => Some(*e),
+            Error::Ring(e) => e.errno(),
             _ => None,
         }
     }
@@ -123,8 +118,10 @@ impl fmt::Display for Error {
                     ),
                     io::ErrorKind::PermissionDenied => write!(
                         f,
-                        "cannot open {path}: permission denied (run as root, or grant access with a udev rule)"
+                        "cannot open {path}: permission denied (run as root: ublk devices need CAP_SYS_ADMIN, since this build makes no UNPRIVILEGED_DEV devices)"
                     ),
+                    // Opened, but not the driver's node (see Controller::open_path).
+                    io::ErrorKind::InvalidInput => write!(f, "{path} {source}"),
                     _ => write!(f, "cannot open {path}: {source}"),
                 }
             }
@@ -151,6 +148,8 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::OpenControl { source, .. } | Error::Io { source, .. } => Some(source),
+            Error::Command(e) => Some(e),
+            Error::Ring(e) => Some(e),
             _ => None,
         }
     }

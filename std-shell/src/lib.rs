@@ -33,12 +33,14 @@ mod control;
 mod device;
 mod error;
 mod features;
-mod os;
+pub mod json;
+pub mod os;
+pub mod rules;
 pub mod signal;
 
-pub use backend::{Backend, Loop, LoopOptions, Mem, Null, Properties, Target};
+pub use backend::{Backend, DiscardLimits, Loop, LoopOptions, Mem, Null, Properties, Target};
 pub use control::{Controller, DeviceInfo, NewDevice};
-pub use device::{Device, DeviceBuilder, DiscardLimits, Recovery, Stats};
+pub use device::{Device, DeviceBuilder, Ended, Fate, Recovery, Served, Stats};
 pub use error::{Error, Result};
 pub use features::{BUILD_FEATURES, FeatureSupport, feature_report, features};
 pub use ublk_core as sys;

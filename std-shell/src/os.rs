@@ -1,9 +1,17 @@
-//! The few system calls the shell makes outside the ublk protocol: an eventfd to wake a
-//! queue, the queue thread's I/O-flusher flag and CPU affinity, a RAM disk's memfd.
+//! Every raw system call of this crate and of the `ublk` command, each behind a safe function
+//! (as `ublk_core::sys` is for the core): the one file to audit for `libc` calls outside the
+//! ublk protocol.
+//!
+//! Most are the library's own (an eventfd to wake a queue, the queue thread's I/O-flusher flag
+//! and CPU affinity, a RAM disk's memfd, a backing file's block size and direct-I/O alignment,
+//! blocking and waiting for signals). The public ones are what a server process needs around
+//! its devices, and what the `ublk` command uses to run as a daemon: it may make no `libc`
+//! call of its own. They are thin: each says which call it makes.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 /// An eventfd: writing to it wakes whoever reads it (a queue's stop signal).
 #[derive(Debug)]
@@ -42,6 +50,7 @@ const PR_SET_IO_FLUSHER: libc::c_int = 57;
 
 /// Marks the calling thread as one that cleans dirty pages (`PR_SET_IO_FLUSHER`): its memory
 /// allocations then never wait on I/O, which would deadlock when the I/O is its own device's.
+/// Needs `CAP_SYS_RESOURCE` (EPERM without).
 pub(crate) fn set_io_flusher() -> io::Result<()> {
     // SAFETY: prctl with PR_SET_IO_FLUSHER takes plain integers.
     let ret = unsafe { libc::prctl(PR_SET_IO_FLUSHER, 1 as libc::c_ulong, 0, 0, 0) };
@@ -89,9 +98,7 @@ pub(crate) fn set_affinity(cpus: &[usize]) -> io::Result<()> {
 }
 
 /// A new, empty memfd (anonymous shared memory behind a file descriptor), close-on-exec.
-pub(crate) fn memfd(name: &str) -> io::Result<File> {
-    let name =
-        std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+pub(crate) fn memfd(name: &std::ffi::CStr) -> io::Result<File> {
     // SAFETY: `name` is a NUL-terminated string alive for the call; the flags are plain bits.
     let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
@@ -101,16 +108,376 @@ pub(crate) fn memfd(name: &str) -> io::Result<File> {
     Ok(unsafe { File::from_raw_fd(fd) })
 }
 
-/// Punches a hole of `len` bytes at `offset` into file `fd`, keeping its size: the range reads
+/// Punches a hole of `len` bytes at `offset` into `file`, keeping its size: the range reads
 /// as zeroes, and whole blocks inside it are freed.
-pub(crate) fn punch_hole(fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
+pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
     let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        return Err(ublk_core::Errno::EINVAL.into());
     };
     let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-    // SAFETY: fallocate takes plain integers; `fd` is the caller's open descriptor.
-    if unsafe { libc::fallocate(fd, mode, offset, len) } != 0 {
+    // SAFETY: fallocate takes plain integers; `file` is open for the call.
+    if unsafe { libc::fallocate(file.as_raw_fd(), mode, offset, len) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Shuts a socket down both ways (`shutdown(SHUT_RDWR)`): every operation on it ends (a
+/// receive with 0 bytes, a send with `EPIPE`), and the peer sees the connection closed.
+pub(crate) fn shutdown_socket(socket: &impl AsRawFd) {
+    // SAFETY: shutdown takes plain integers; the descriptor is the caller's, open.
+    unsafe { libc::shutdown(socket.as_raw_fd(), libc::SHUT_RDWR) };
+}
+
+/// `BLKSSZGET`: the logical block size of block device `file`.
+pub(crate) fn logical_block_size(file: &File) -> io::Result<u32> {
+    let mut bytes: libc::c_int = 0;
+    // SAFETY: BLKSSZGET writes one int through the pointer, which points at `bytes`.
+    let ret = unsafe { libc::ioctl(file.as_raw_fd(), libc::BLKSSZGET, &mut bytes) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    u32::try_from(bytes).map_err(|_| ublk_core::Errno::EINVAL.into())
+}
+
+/// `STATX_DIOALIGN` of open file `file`: `Ok(Some((offset, memory)))`, the alignments direct
+/// I/O needs of file offsets and of memory (both 0 where the file system cannot do direct
+/// I/O); `Ok(None)` where the kernel or file system does not say.
+pub(crate) fn dio_alignment(file: &File) -> io::Result<Option<(u32, u32)>> {
+    // SAFETY: all-zero bytes are a valid `statx` (integers only).
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // The system call, not glibc's `statx`: std declares that symbol weak (it probes for it),
+    // and a program linked statically with LTO then gets the weak reference for every user,
+    // which pulls nothing from libc.a and calls address 0.
+    // SAFETY: the path is an empty C string with AT_EMPTY_PATH, so the kernel stats the open
+    // file; it writes only into `stx`, a valid, writable `statx`.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_statx,
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_DIOALIGN,
+            &mut stx as *mut libc::statx,
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((stx.stx_mask & libc::STATX_DIOALIGN != 0)
+        .then_some((stx.stx_dio_offset_align, stx.stx_dio_mem_align)))
+}
+
+/// Sets open file `file` up for I/O (`fcntl(F_SETFL)`): blocking (`O_NONBLOCK` off, which
+/// io_uring would honour with EAGAIN), and with `O_DIRECT` if `direct`, so that its I/O
+/// bypasses the page cache. Fails with `EINVAL` where the file system cannot do direct I/O.
+pub(crate) fn set_file_flags(file: &File, direct: bool) -> io::Result<()> {
+    // SAFETY: F_GETFL takes no argument and reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let flags =
+        (flags & !(libc::O_NONBLOCK | libc::O_DIRECT)) | if direct { libc::O_DIRECT } else { 0 };
+    // SAFETY: F_SETFL takes the new status flags as an int.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A set of signals (`sigset_t`).
+#[derive(Clone, Copy)]
+pub(crate) struct SignalSet(libc::sigset_t);
+
+impl std::fmt::Debug for SignalSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignalSet")
+    }
+}
+
+impl SignalSet {
+    /// The set of `signals`.
+    pub(crate) fn of(signals: &[libc::c_int]) -> SignalSet {
+        // SAFETY: sigset_t is plain data; sigemptyset initialises it before any other use.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid sigset_t; the signal numbers are the caller's constants.
+        unsafe {
+            libc::sigemptyset(&mut set);
+            for &sig in signals {
+                libc::sigaddset(&mut set, sig);
+            }
+        }
+        SignalSet(set)
+    }
+
+    /// Blocks the set in the calling thread (and in threads it starts later).
+    pub(crate) fn block(&self) -> io::Result<()> {
+        // SAFETY: `self.0` is initialised; a null old-set pointer is allowed.
+        let ret = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &self.0, std::ptr::null_mut()) };
+        if ret != 0 {
+            return Err(io::Error::from_raw_os_error(ret));
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for a signal of the set, which must be blocked; its number, or
+    /// `None` when the time passed first (zero: only one already pending).
+    pub(crate) fn wait(&self, timeout: Duration) -> Option<libc::c_int> {
+        let ts = libc::timespec {
+            tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+        };
+        // SAFETY: `self.0` is initialised; a null siginfo pointer is allowed; `ts` is a valid
+        // timespec.
+        let sig = unsafe { libc::sigtimedwait(&self.0, std::ptr::null_mut(), &ts) };
+        (sig > 0).then_some(sig)
+    }
+}
+
+/// True if process `pid` exists (`kill(pid, 0)`), whoever owns it. `pid` must be positive:
+/// 0 and negative numbers name process groups.
+pub fn process_exists(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 sends nothing; plain integers.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Sends signal `sig` (`libc::SIGTERM`, ...) to process `pid` (`kill`), which must be
+/// positive: 0 and negative numbers name process groups and are refused with `EINVAL`.
+pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+    if pid <= 0 {
+        return Err(ublk_core::Errno::EINVAL.into());
+    }
+    // SAFETY: kill takes plain integers; `pid` names one process.
+    if unsafe { libc::kill(pid, sig) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Which side of a [`fork`] this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forked {
+    /// The parent; the child has this pid.
+    Parent(i32),
+    /// The child.
+    Child,
+}
+
+/// `fork()`: a copy of this process.
+///
+/// # Safety
+/// The calling process must have one thread: the child holds only the thread that forked,
+/// and any lock another thread held (the allocator's, stdout's) would stay locked in it
+/// forever. Call it before any thread (a device's queue threads) exists.
+pub unsafe fn fork() -> io::Result<Forked> {
+    // SAFETY: forwarded to the caller: a single-threaded process, so the child is a complete
+    // copy that may go on using the Rust runtime.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// A pipe (`pipe2`, close-on-exec): the read end, then the write end.
+pub fn pipe() -> io::Result<(File, File)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is an array of two ints, as pipe2 requires.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two new descriptors that nothing else owns.
+    Ok(unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) })
+}
+
+/// `setsid()`: a new session and process group led by this process, with no controlling
+/// terminal, so a terminal's signals (Ctrl-C, hang-up) no longer reach it. Fails (`EPERM`) in
+/// a process group leader.
+pub fn new_session() -> io::Result<()> {
+    // SAFETY: setsid takes no arguments.
+    if unsafe { libc::setsid() } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Points stdin, stdout and stderr at `/dev/null` (`dup2`).
+pub fn stdio_to_dev_null() -> io::Result<()> {
+    let null = File::options().read(true).write(true).open("/dev/null")?;
+    for fd in 0..=2 {
+        // SAFETY: dup2 onto the standard descriptors, which this process owns; `null` stays
+        // open for the call.
+        if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Closes every descriptor of this process from 3 up but those in `keep`: what a daemon
+/// inherited (the write end of its caller's pipe, say) would otherwise stay open for its
+/// whole life. Uses `close_range` (Linux 5.9), else the list in `/proc/self/fd`.
+///
+/// Descriptors that Rust values own (`File`, `OwnedFd`) must be among `keep`, or never be
+/// used again: their owners would close whatever number they had later.
+pub fn close_descriptors_except(keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd >= 3).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    // The gaps between the kept descriptors: [3, k0), (k0, k1), ..., (kn, MAX].
+    let mut first: u32 = 3;
+    let mut gaps = Vec::new();
+    for &fd in &keep {
+        let fd = fd as u32;
+        if fd > first {
+            gaps.push((first, fd - 1));
+        }
+        first = fd + 1;
+    }
+    gaps.push((first, u32::MAX));
+    for &(lo, hi) in &gaps {
+        // SAFETY: close_range takes plain integers and closes only this process's descriptors
+        // in the range; none of them is used again (the caller keeps what it needs).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                libc::c_long::from(lo),
+                libc::c_long::from(hi),
+                0 as libc::c_long,
+            )
+        };
+        if r != 0 {
+            return close_listed_except(&keep);
+        }
+    }
+    Ok(())
+}
+
+/// [`close_descriptors_except`] for kernels without close_range: every descriptor listed in
+/// /proc/self/fd (listed first, closed after, as the listing's own descriptor is among them).
+fn close_listed_except(keep: &[RawFd]) -> io::Result<()> {
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open.into_iter().filter(|fd| *fd >= 3 && !keep.contains(fd)) {
+        // SAFETY: close of a descriptor number of this process that no one uses again (the
+        // listing's own, already closed, fails harmlessly with EBADF).
+        unsafe { libc::close(fd) };
+    }
+    Ok(())
+}
+
+/// Waits up to `timeout` for `fd` to be readable (or closed at the other end): true if it is.
+/// A signal ends the wait early with `false`.
+pub fn wait_readable(fd: &impl AsRawFd, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd, for the duration of the call.
+    match unsafe { libc::poll(&mut pfd, 1, ms) } {
+        n if n > 0 => Ok(true),
+        0 => Ok(false),
+        _ => {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// How a child process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildExit {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+impl std::fmt::Display for ChildExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChildExit::Code(c) => write!(f, "exit code {c}"),
+            ChildExit::Signal(s) => write!(f, "killed by signal {s}"),
+        }
+    }
+}
+
+/// Reaps child `pid` if it has ended (`waitpid` with `WNOHANG`): `None` while it runs.
+pub fn try_reap(pid: i32) -> io::Result<Option<ChildExit>> {
+    let mut status = 0;
+    // SAFETY: `status` is a valid int; WNOHANG makes the call return at once.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if r == 0 {
+        return Ok(None);
+    }
+    Ok(Some(if libc::WIFSIGNALED(status) {
+        ChildExit::Signal(libc::WTERMSIG(status))
+    } else {
+        ChildExit::Code(libc::WEXITSTATUS(status))
+    }))
+}
+
+/// The effective user id of this process (`geteuid`).
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Sets the file-mode creation mask (`umask`) of this process; returns the previous one.
+/// What creates files with fixed modes sets them explicitly, whatever the mask.
+pub fn set_umask(mask: u32) -> u32 {
+    // SAFETY: umask takes a plain mode and cannot fail.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+/// 64 random bits from the kernel (`getrandom`), e.g. for a file name no one can guess.
+pub fn random_u64() -> io::Result<u64> {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into the live local array.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != bytes.len() as isize {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::from_ne_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn a_pipe_carries_bytes_and_reports_readable() {
+        let (mut r, mut w) = pipe().unwrap();
+        assert!(!wait_readable(&r, Duration::from_millis(1)).unwrap());
+        w.write_all(b"x").unwrap();
+        assert!(wait_readable(&r, Duration::from_secs(1)).unwrap());
+        let mut b = [0u8; 1];
+        r.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"x");
+    }
+
+    #[test]
+    fn processes_and_signals_are_checked() {
+        assert!(process_exists(std::process::id() as i32));
+        assert!(!process_exists(0) && !process_exists(-1));
+        assert_eq!(kill(0, 0).unwrap_err().raw_os_error(), Some(libc::EINVAL));
+        assert_eq!(kill(-1, 0).unwrap_err().raw_os_error(), Some(libc::EINVAL));
+        assert_ne!(random_u64().unwrap(), random_u64().unwrap());
+    }
 }

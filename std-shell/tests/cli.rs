@@ -153,8 +153,11 @@ fn a_missing_backing_file_is_named() {
     }
 }
 
+/// Defect 10 of issue 18: a reader that went away (`ublk ... | head -1`) is no panic and no
+/// message, but what was asked for was not delivered: exit code 1, not success (the test
+/// that stood here asserted success, and so locked that bug in).
 #[test]
-fn a_closed_stdout_is_not_a_panic() {
+fn a_closed_stdout_is_quiet_but_not_a_success() {
     use std::io::Read;
     let mut child = Command::new(env!("CARGO_BIN_EXE_ublk"))
         .arg("--help")
@@ -171,6 +174,45 @@ fn a_closed_stdout_is_not_a_panic() {
         .read_to_string(&mut stderr)
         .expect("reading stderr");
     let status = child.wait().expect("waiting");
-    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(status.code(), Some(1), "{status}: {stderr}");
     assert_eq!(stderr, "");
+}
+
+/// Defect 10 of issue 18: any other write error on stdout (`>/dev/full`) is the command's
+/// failure, said in one line.
+#[test]
+fn a_stdout_that_cannot_be_written_is_a_failure() {
+    for args in [&["--help"][..], &["help", "add"], &["--version"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ublk"))
+            .args(args)
+            .env("UBLK_CONTROL", NO_CONTROL)
+            .stdout(std::fs::File::create("/dev/full").expect("/dev/full"))
+            .stderr(Stdio::piped())
+            .output()
+            .expect("running ublk");
+        fails(&out, 1, "cannot write to stdout: No space left on device");
+    }
+}
+
+/// Defect 8 of issue 18: a control node that is not the driver's (`/dev/null` answers every
+/// command with 0) was taken for it: `features` and `del -a` reported success. The node is
+/// checked before any command.
+#[test]
+fn a_control_node_that_is_not_ublk_control_is_refused() {
+    for args in [
+        &["features"][..],
+        &["features", "--json"],
+        &["del", "-a"],
+        &["list"],
+        &["add", "-t", "null"],
+        &["add", "-t", "null", "--foreground"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ublk"))
+            .args(args)
+            .env("UBLK_CONTROL", "/dev/null")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running ublk");
+        fails(&out, 1, "/dev/null is not the ublk control device");
+    }
 }

@@ -111,6 +111,11 @@ pub const TESTS: &[Test] = &[
         run: null_example_serves_and_stops_on_sigterm,
     },
     Test {
+        name: "io::stop_is_bounded_when_a_backend_blocks",
+        needs: Features::empty(),
+        run: stop_is_bounded_when_a_backend_blocks,
+    },
+    Test {
         name: "io::hundred_cycles_leak_no_fd_or_thread",
         needs: Features::empty(),
         run: hundred_cycles_leak_no_fd_or_thread,
@@ -592,4 +597,119 @@ fn null_example_serves_and_stops_on_sigterm() -> TestResult {
         &["--size", "64M", "--queues", "2", "--depth", "32"],
         |dev| fio::run(fio::job(dev, "randread", 16, 1)).map(|_| ()),
     )
+}
+
+/// A backend whose reads block, once armed, until released: a target that hangs.
+struct Blocks(std::sync::Arc<Gate>);
+
+/// When [`Blocks`] blocks, and what lets it go.
+struct Gate {
+    armed: std::sync::atomic::AtomicBool,
+    entered: std::sync::mpsc::SyncSender<()>,
+    release: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Backend for Blocks {
+    fn read(&self, _offset: u64, _buf: &mut [u8]) -> io::Result<()> {
+        // Not before it is armed: START_DEV waits for the partition table's read.
+        if !self.0.armed.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        let _ = self.0.entered.try_send(());
+        // Bounded, so a broken test cannot hang the suite: far longer than stop may take.
+        let release = self.0.release.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = release.recv_timeout(Duration::from_secs(120));
+        Ok(())
+    }
+
+    fn write(&self, _offset: u64, _data: &[u8], _fua: bool) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn properties(&self) -> Properties {
+        Properties {
+            size: Some(64 * MIB),
+            ..Properties::default()
+        }
+    }
+}
+
+/// Defect 9 of issue 18: `Device::stop` joined the queue threads without a bound, so a
+/// backend that blocks hung `stop`, `Drop` and a server's SIGTERM. Now each control command
+/// is bounded by the command timeout and the queue threads' end by the same again: a queue
+/// still blocked is left running (and said so), and the device is deleted once it lets go.
+fn stop_is_bounded_when_a_backend_blocks() -> TestResult {
+    let timeout = Duration::from_secs(3);
+    let (entered_tx, entered) = std::sync::mpsc::sync_channel(1);
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let gate = std::sync::Arc::new(Gate {
+        armed: false.into(),
+        entered: entered_tx,
+        release: Mutex::new(release_rx),
+    });
+    let dev = Device::builder()
+        .command_timeout(timeout)
+        .start(Blocks(std::sync::Arc::clone(&gate)))?;
+    gate.armed.store(true, std::sync::atomic::Ordering::Release);
+    let id = dev.id();
+    let path = dev.block_dev_path();
+    // A read the backend never answers, from another thread.
+    let reader = std::thread::spawn(move || -> io::Result<()> {
+        let f = open_direct(&path)?;
+        let mut storage = Vec::new();
+        f.read_exact_at(aligned(&mut storage, 4096), 0)
+    });
+    entered
+        .recv_timeout(Duration::from_secs(30))
+        .map_err(|_| failed("the read never reached the backend"))?;
+    let started = Instant::now();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(dev.stop());
+    });
+    // STOP_DEV, the queues' end and DEL_DEV, each bounded by the timeout, and some slack.
+    let bound = timeout * 3 + Duration::from_secs(10);
+    let stopped = done.recv_timeout(bound);
+    // Whatever happened, let the backend go (this read and any the kernel sends after it),
+    // so the device can end.
+    gate.armed
+        .store(false, std::sync::atomic::Ordering::Release);
+    let _ = release.send(());
+    let stopped = stopped.map_err(|_| {
+        failed(format!(
+            "stop did not return within {bound:?} while a backend blocks"
+        ))
+    })?;
+    let took = started.elapsed();
+    let err = stopped.expect_err("a queue that does not end is an error");
+    assert!(
+        err.to_string()
+            .contains("queue 0: the queue thread did not end within 3 s"),
+        "stop says which queue did not end: {err}"
+    );
+    assert!(took < bound, "stop took {took:?}");
+    let _ = reader.join();
+    // Once the backend let go, the queue ends and the device is deleted (DEL_DEV_ASYNC), or
+    // at least stopped; clean up what is left.
+    let gone = wait_for(Duration::from_secs(30), || {
+        !ublk_char_device_ids().contains(&id)
+    });
+    if !gone {
+        let mut ctl = Controller::open()?;
+        let _ = ctl.stop(id);
+        ctl.delete(id)?;
+    }
+    Ok(())
+}
+
+/// Waits up to `limit` for `done`.
+fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
 }

@@ -13,10 +13,8 @@ mod harness;
 mod io;
 mod nbd;
 mod recovery;
-// The CLI's own JSON reader checks what `ublk list --json` prints.
-#[allow(dead_code, unused_imports)]
-#[path = "../../std-shell/src/bin/ublk/json.rs"]
-mod json;
+// What `ublk list --json` prints is read with the JSON the `ublk` command itself uses.
+use ublk::json;
 
 fn main() -> std::process::ExitCode {
     let tests: Vec<harness::Test> = [

@@ -6,6 +6,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use ublk_core::abi::uring::{Cqe16, Cqe32, Sqe64, Sqe128};
+use ublk_core::ring::Read;
 use ublk_core::{Errno, FixedIo, QueueRing, Ring, RingConfig, RingError, Target};
 
 fn nop_ring(entries: u32) -> QueueRing {
@@ -38,6 +39,17 @@ fn wide_entries_work_too() {
     assert_eq!(seen, [0, 1, 2, 3]);
 }
 
+/// A read filling all of `buf` from `file_offset`.
+fn read(file: Target, buf: &mut [u8], file_offset: u64) -> Read {
+    Read {
+        file,
+        buf: buf.as_mut_ptr(),
+        len: buf.len() as u32,
+        file_offset,
+        rw_flags: 0,
+    }
+}
+
 fn temp_file_with(contents: &[u8]) -> (File, std::path::PathBuf) {
     let path = std::env::temp_dir().join(format!(
         "ublk-ring-test-{}-{:?}",
@@ -57,13 +69,7 @@ fn reads_a_real_file_by_fd_and_by_registered_index() {
     let mut ring = nop_ring(8);
 
     let mut by_fd = vec![0u8; 4096];
-    let sqe = Sqe64::read(
-        Target::Fd(file.as_raw_fd()),
-        by_fd.as_mut_ptr(),
-        4096,
-        1000,
-        1,
-    );
+    let sqe = Sqe64::read(read(Target::Fd(file.as_raw_fd()), &mut by_fd, 1000), 1);
     // SAFETY: `by_fd` outlives the read: we wait for its completion before touching it.
     unsafe { ring.push(&sqe) }.unwrap();
     ring.submit_and_wait(1).unwrap();
@@ -73,7 +79,7 @@ fn reads_a_real_file_by_fd_and_by_registered_index() {
 
     ring.register_files(&[file.as_raw_fd()]).unwrap();
     let mut by_index = vec![0u8; 8192];
-    let sqe = Sqe64::read(Target::Fixed(0), by_index.as_mut_ptr(), 8192, 0, 2);
+    let sqe = Sqe64::read(read(Target::Fixed(0), &mut by_index, 0), 2);
     // SAFETY: as above.
     unsafe { ring.push(&sqe) }.unwrap();
     ring.submit_and_wait(1).unwrap();
@@ -83,7 +89,7 @@ fn reads_a_real_file_by_fd_and_by_registered_index() {
 
     // A short read at the end of the file reports what it got; past the end, zero.
     let mut tail = vec![0u8; 100];
-    let sqe = Sqe64::read(Target::Fixed(0), tail.as_mut_ptr(), 100, 8150, 3);
+    let sqe = Sqe64::read(read(Target::Fixed(0), &mut tail, 8150), 3);
     // SAFETY: as above.
     unsafe { ring.push(&sqe) }.unwrap();
     ring.submit_and_wait(1).unwrap();
@@ -97,7 +103,7 @@ fn errors_come_back_as_negative_errno() {
     let mut ring = nop_ring(4);
     let mut buf = [0u8; 16];
     // An fd that is certainly not open.
-    let sqe = Sqe64::read(Target::Fd(987_654), buf.as_mut_ptr(), 16, 0, 5);
+    let sqe = Sqe64::read(read(Target::Fd(987_654), &mut buf, 0), 5);
     // SAFETY: `buf` outlives the operation (we wait for it).
     unsafe { ring.push(&sqe) }.unwrap();
     ring.submit_and_wait(1).unwrap();
@@ -285,4 +291,61 @@ fn a_sparse_buffer_table_has_empty_slots_only() {
         );
     }
     let _ = std::fs::remove_file(path);
+}
+
+/// Defect 1 of issue 18: `RingConfig::flags` (and `QueueConfig::ring_flags`) are safe to set,
+/// so a flag that changes the entry layout (SQE128 on a ring typed for 64-byte entries, CQE32,
+/// NO_SQARRAY, NO_MMAP) or how the ring must be driven (SQPOLL, IOPOLL, a disabled ring) must
+/// be refused before io_uring_setup, not set up under a ring that reads its entries wrongly.
+#[test]
+fn ring_flags_that_change_the_entry_layout_are_refused() {
+    use ublk_core::abi::uring::*;
+    let refused = [
+        IORING_SETUP_SQE128,
+        IORING_SETUP_CQE32,
+        IORING_SETUP_NO_SQARRAY,
+        IORING_SETUP_NO_MMAP,
+        IORING_SETUP_REGISTERED_FD_ONLY,
+        1 << 18, // IORING_SETUP_CQE_MIXED
+        1 << 19, // IORING_SETUP_SQE_MIXED
+        IORING_SETUP_SQPOLL,
+        IORING_SETUP_IOPOLL,
+        IORING_SETUP_CQSIZE, // set through cq_entries
+        1 << 6,              // IORING_SETUP_R_DISABLED
+        1 << 31,             // no flag yet
+    ];
+    for flag in refused {
+        let config = RingConfig {
+            flags: IORING_SETUP_COOP_TASKRUN | flag,
+            ..RingConfig::new(4)
+        };
+        match QueueRing::with_config(config) {
+            Err(RingError::UnsupportedFlags(bits)) => assert_eq!(bits, flag, "{flag:#x}"),
+            Err(e) => panic!("flag {flag:#x}: {e}, not UnsupportedFlags"),
+            Ok(ring) => panic!(
+                "flag {flag:#x} was accepted: the ring was set up with {:#x}",
+                ring.setup_flags()
+            ),
+        }
+    }
+    // On the wide ring its own entry sizes are fine, and so is every flag that keeps the
+    // layout; what the kernel echoes is what was asked.
+    let keeps = IORING_SETUP_COOP_TASKRUN
+        | IORING_SETUP_SINGLE_ISSUER
+        | IORING_SETUP_DEFER_TASKRUN
+        | IORING_SETUP_CLAMP
+        | IORING_SETUP_SUBMIT_ALL;
+    let mut ring: Ring<Sqe128, Cqe32> = Ring::with_config(RingConfig {
+        flags: keeps | IORING_SETUP_SQE128 | IORING_SETUP_CQE32,
+        ..RingConfig::new(4)
+    })
+    .unwrap();
+    assert_eq!(
+        ring.setup_flags() & !(IORING_SETUP_SQE128 | IORING_SETUP_CQE32),
+        keeps
+    );
+    // SAFETY: a NOP points at no memory.
+    unsafe { ring.push(&Sqe128::nop(3)) }.unwrap();
+    ring.submit_and_wait(1).unwrap();
+    assert_eq!(ring.pop().map(|c| (c.user_data, c.res)), Some((3, 0)));
 }

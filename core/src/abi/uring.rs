@@ -77,7 +77,11 @@ pub const IORING_SETUP_CQE32: u32 = 1 << 11;
 pub const IORING_SETUP_SINGLE_ISSUER: u32 = 1 << 12;
 /// `IORING_SETUP_DEFER_TASKRUN`
 pub const IORING_SETUP_DEFER_TASKRUN: u32 = 1 << 13;
-/// `IORING_SETUP_NO_SQARRAY`
+/// `IORING_SETUP_NO_MMAP`: the application provides the ring memory.
+pub const IORING_SETUP_NO_MMAP: u32 = 1 << 14;
+/// `IORING_SETUP_REGISTERED_FD_ONLY`: the ring is reachable through a registered index only.
+pub const IORING_SETUP_REGISTERED_FD_ONLY: u32 = 1 << 15;
+/// `IORING_SETUP_NO_SQARRAY`: no SQ index array; SQ slots are SQE indices.
 pub const IORING_SETUP_NO_SQARRAY: u32 = 1 << 16;
 
 /// `IORING_OFF_SQ_RING`: mmap offset of the SQ ring.

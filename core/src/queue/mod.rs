@@ -26,6 +26,7 @@ mod user_data;
 
 use core::fmt;
 use core::mem::ManuallyDrop;
+use core::time::Duration;
 
 use crate::abi::io::{UBLK_AUTO_BUF_REG_FALLBACK, UblkAutoBufReg};
 use crate::abi::io::{UBLK_IO_RES_ABORT, UBLK_IO_RES_NEED_GET_DATA, UBLK_IO_RES_OK};
@@ -74,7 +75,9 @@ pub struct QueueConfig {
     pub need_get_data: bool,
     /// Submission entries; 0 picks room for two operations per tag plus the stop signal.
     pub sq_entries: u32,
-    /// Extra `IORING_SETUP_*` flags for the queue's ring.
+    /// Extra `IORING_SETUP_*` flags for the queue's ring, from
+    /// [`RingConfig::ALLOWED_FLAGS`](crate::RingConfig::ALLOWED_FLAGS); others fail
+    /// [`Queue::new`] with [`RingError::UnsupportedFlags`].
     pub ring_flags: u32,
 }
 
@@ -121,6 +124,28 @@ impl fmt::Display for QueueError {
             QueueError::Ring(e) => write!(f, "queue ring: {e}"),
             QueueError::Map { what, errno } => write!(f, "mapping the {what}: {errno}"),
             QueueError::Transition(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl QueueError {
+    /// The kernel's errno, for the failures the kernel reported with one.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            QueueError::Ring(e) => e.errno(),
+            QueueError::Map { errno, .. } => Some(*errno),
+            QueueError::Config(_) | QueueError::Transition(_) => None,
+        }
+    }
+}
+
+impl core::error::Error for QueueError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            QueueError::Ring(e) => Some(e),
+            QueueError::Map { errno, .. } => Some(errno),
+            QueueError::Transition(e) => Some(e),
+            QueueError::Config(_) => None,
         }
     }
 }
@@ -464,6 +489,17 @@ impl<'t> Queue<'t> {
         match self.ring.submit_and_wait(1) {
             // EINTR: a signal; EBUSY: the CQ is backlogged, which reaping resolves.
             Ok(_) | Err(RingError::Enter(Errno::EINTR | Errno::EBUSY)) => Ok(()),
+            Err(e) => Err(QueueError::Ring(e)),
+        }
+    }
+
+    /// As [`Queue::wait`], but for at most `timeout`: false if nothing completed in that
+    /// time. For the end of a queue's life (taking the driver's aborts), not its hot loop:
+    /// it may take two system calls.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<bool, QueueError> {
+        match self.ring.submit_and_wait_timeout(1, timeout) {
+            Ok(_) | Err(RingError::Enter(Errno::EINTR | Errno::EBUSY)) => Ok(true),
+            Err(RingError::TimedOut) => Ok(false),
             Err(e) => Err(QueueError::Ring(e)),
         }
     }

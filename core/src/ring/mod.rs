@@ -27,7 +27,7 @@ use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
 
-pub use prep::{FixedIo, Target};
+pub use prep::{Fallocate, FixedIo, Read, Target, Write};
 pub use prep_net::{SocketBuf, SocketRecv, SocketSend};
 
 #[cfg(doc)]
@@ -36,8 +36,9 @@ use crate::abi::uring::{
     CqeLayout, IORING_ENTER_GETEVENTS, IORING_FEAT_EXT_ARG, IORING_FEAT_NODROP,
     IORING_FEAT_SINGLE_MMAP, IORING_OFF_CQ_RING, IORING_OFF_SQ_RING, IORING_OFF_SQES,
     IORING_REGISTER_BUFFERS2, IORING_REGISTER_FILES, IORING_RSRC_REGISTER_SPARSE,
-    IORING_SETUP_CQSIZE, IORING_SQ_CQ_OVERFLOW, IORING_UNREGISTER_FILES, IoUringParams,
-    IoUringRsrcRegister, SqeLayout,
+    IORING_SETUP_CLAMP, IORING_SETUP_COOP_TASKRUN, IORING_SETUP_CQSIZE, IORING_SETUP_DEFER_TASKRUN,
+    IORING_SETUP_SINGLE_ISSUER, IORING_SETUP_SUBMIT_ALL, IORING_SETUP_TASKRUN_FLAG,
+    IORING_SQ_CQ_OVERFLOW, IORING_UNREGISTER_FILES, IoUringParams, IoUringRsrcRegister, SqeLayout,
 };
 use crate::errno::Errno;
 use crate::sys::{self, Fd, Mapping, RawFd};
@@ -64,6 +65,10 @@ pub enum RingError {
     TimedOut,
     /// The kernel dropped this many completions (CQ overflow it could not park).
     CompletionsLost(u32),
+    /// These `IORING_SETUP_*` flags were asked for but are not ones this ring can be set up
+    /// with: they change the layout of its entries or memory, or how it must be driven (see
+    /// [`RingConfig::ALLOWED_FLAGS`]). Nothing was set up.
+    UnsupportedFlags(u32),
 }
 
 impl fmt::Display for RingError {
@@ -85,6 +90,35 @@ impl fmt::Display for RingError {
                     "io_uring completion queue overflowed: {n} completions lost"
                 )
             }
+            RingError::UnsupportedFlags(bits) => write!(
+                f,
+                "IORING_SETUP flags {bits:#x} are not supported: they change the ring's entry layout or how it is driven"
+            ),
+        }
+    }
+}
+
+impl RingError {
+    /// The kernel's errno, for the failures the kernel reported with one.
+    pub fn errno(&self) -> Option<Errno> {
+        match *self {
+            RingError::Setup(e)
+            | RingError::Map(e)
+            | RingError::Enter(e)
+            | RingError::Register(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl core::error::Error for RingError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            RingError::Setup(e)
+            | RingError::Map(e)
+            | RingError::Enter(e)
+            | RingError::Register(e) => Some(e),
+            _ => None,
         }
     }
 }
@@ -96,12 +130,26 @@ pub struct RingConfig {
     pub sq_entries: u32,
     /// Completion queue entries; `None` lets the kernel choose (twice `sq_entries`).
     pub cq_entries: Option<u32>,
-    /// Extra `IORING_SETUP_*` flags (`SINGLE_ISSUER`, `COOP_TASKRUN`, ...). The entry-size flags
-    /// come from the ring's type parameters and need not be given.
+    /// Extra `IORING_SETUP_*` flags, from [`RingConfig::ALLOWED_FLAGS`] (`SINGLE_ISSUER`,
+    /// `COOP_TASKRUN`, ...); any other is refused with [`RingError::UnsupportedFlags`]. The
+    /// entry-size flags come from the ring's type parameters and need not be given (giving the
+    /// type's own is allowed); the CQ size comes from `cq_entries`.
     pub flags: u32,
 }
 
 impl RingConfig {
+    /// The `IORING_SETUP_*` flags a ring may be set up with: those that keep the layout of its
+    /// entries and memory (which the ring's type fixes: `SQE128`, `CQE32`, `NO_SQARRAY`,
+    /// `NO_MMAP` would make it read and write entries the kernel lays out otherwise) and the
+    /// way this ring drives the kernel (one `io_uring_enter` per batch from the owning thread,
+    /// so not `SQPOLL`, `IOPOLL`, `R_DISABLED` or `ATTACH_WQ`).
+    pub const ALLOWED_FLAGS: u32 = IORING_SETUP_CLAMP
+        | IORING_SETUP_SUBMIT_ALL
+        | IORING_SETUP_COOP_TASKRUN
+        | IORING_SETUP_TASKRUN_FLAG
+        | IORING_SETUP_SINGLE_ISSUER
+        | IORING_SETUP_DEFER_TASKRUN;
+
     /// A ring of `sq_entries` with default completion queue size and no extra flags.
     pub const fn new(sq_entries: u32) -> RingConfig {
         RingConfig {
@@ -152,6 +200,13 @@ pub struct Ring<S: SqeLayout, C: CqeLayout> {
 // which is harmless, but every mutation needs `&mut`, so there is no reason to claim it.
 unsafe impl<S: SqeLayout, C: CqeLayout> Send for Ring<S, C> {}
 
+/// True if the flags the kernel reports (`echoed`) have the layout asked for: every bit outside
+/// the allowed ones (entry sizes, the SQ array, who maps the memory, the CQ size) exactly as in
+/// `asked`. The ring's code reads entries at the sizes and offsets those bits fix.
+fn layout_echoed(asked: u32, echoed: u32) -> bool {
+    (asked ^ echoed) & !RingConfig::ALLOWED_FLAGS == 0
+}
+
 /// A pointer to a `T` at byte `offset` of `map`, checked to lie inside it and be aligned.
 fn field<T>(map: &Mapping, offset: u32, what: &'static str) -> Result<*mut T, RingError> {
     let offset = offset as usize;
@@ -186,17 +241,31 @@ impl<S: SqeLayout, C: CqeLayout> Ring<S, C> {
         Self::with_config(RingConfig::new(sq_entries))
     }
 
-    /// A ring set up as `config` says.
+    /// A ring set up as `config` says. Flags outside [`RingConfig::ALLOWED_FLAGS`] (but the
+    /// type's own entry sizes) are refused with [`RingError::UnsupportedFlags`]; a kernel that
+    /// reports a ring set up with other layout flags than asked is refused with
+    /// [`RingError::BadLayout`].
     pub fn with_config(config: RingConfig) -> Result<Self, RingError> {
+        let own = S::SETUP_FLAGS | C::SETUP_FLAGS;
+        let unsupported = config.flags & !(RingConfig::ALLOWED_FLAGS | own);
+        if unsupported != 0 {
+            return Err(RingError::UnsupportedFlags(unsupported));
+        }
         let mut p = IoUringParams {
-            flags: config.flags | S::SETUP_FLAGS | C::SETUP_FLAGS,
+            flags: config.flags | own,
             ..Default::default()
         };
         if let Some(cq) = config.cq_entries {
             p.flags |= IORING_SETUP_CQSIZE;
             p.cq_entries = cq;
         }
+        let asked = p.flags;
         let fd = sys::io_uring_setup(config.sq_entries, &mut p).map_err(RingError::Setup)?;
+        if !layout_echoed(asked, p.flags) {
+            return Err(RingError::BadLayout(
+                "the kernel set the ring up with other layout flags than asked",
+            ));
+        }
         if p.features & IORING_FEAT_NODROP == 0 {
             return Err(RingError::MissingFeature("IORING_FEAT_NODROP (Linux 5.5)"));
         }
@@ -578,3 +647,24 @@ impl<S: SqeLayout, C: CqeLayout> Drop for Completions<'_, S, C> {
 
 #[cfg(test)]
 mod fuzz_tests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::uring::{IORING_SETUP_CQE32, IORING_SETUP_NO_SQARRAY, IORING_SETUP_SQE128};
+
+    #[test]
+    fn only_the_layout_asked_for_is_accepted_back() {
+        let asked = IORING_SETUP_SQE128 | IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN;
+        assert!(layout_echoed(asked, asked));
+        // The kernel may add or drop flags that do not touch the layout.
+        assert!(layout_echoed(asked, asked | IORING_SETUP_TASKRUN_FLAG));
+        assert!(layout_echoed(asked, asked & !IORING_SETUP_COOP_TASKRUN));
+        // Not entry sizes, the SQ array or the CQ size it was not asked for.
+        assert!(!layout_echoed(asked, asked | IORING_SETUP_CQE32));
+        assert!(!layout_echoed(asked, asked & !IORING_SETUP_SQE128));
+        assert!(!layout_echoed(asked, asked | IORING_SETUP_NO_SQARRAY));
+        assert!(!layout_echoed(asked, asked & !IORING_SETUP_CQSIZE));
+        assert!(!layout_echoed(asked, asked | 1 << 31));
+    }
+}

@@ -39,6 +39,51 @@ pub struct FixedIo {
     pub rw_flags: u32,
 }
 
+/// A read into memory of this process (`IORING_OP_READ`). Named fields, as [`FixedIo`]: a
+/// length, a position and flags are too easy to swap when they are arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Read {
+    /// The file.
+    pub file: Target,
+    /// Where the data goes: `len` writable bytes.
+    pub buf: *mut u8,
+    /// Bytes to read.
+    pub len: u32,
+    /// Position in the file.
+    pub file_offset: u64,
+    /// `RWF_*` flags.
+    pub rw_flags: u32,
+}
+
+/// A write from memory of this process (`IORING_OP_WRITE`); see [`Read`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Write {
+    /// The file.
+    pub file: Target,
+    /// Where the data comes from: `len` readable bytes.
+    pub buf: *const u8,
+    /// Bytes to write.
+    pub len: u32,
+    /// Position in the file.
+    pub file_offset: u64,
+    /// `RWF_*` flags (e.g. `RWF_DSYNC` for a write through).
+    pub rw_flags: u32,
+}
+
+/// An `fallocate(2)` (`IORING_OP_FALLOCATE`): named fields, since its mode, offset and length
+/// are three integers the kernel lays out in an unexpected order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fallocate {
+    /// The file.
+    pub file: Target,
+    /// `FALLOC_FL_*` flags (0 allocates).
+    pub mode: i32,
+    /// Start of the range, in bytes.
+    pub offset: u64,
+    /// Length of the range, in bytes.
+    pub len: u64,
+}
+
 /// `cmd_op` lives in the first four bytes of the SQE's `off` field (a union in C); building
 /// the u64 from bytes puts it there whatever the byte order.
 fn cmd_op_in_off(cmd_op: u32) -> u64 {
@@ -85,23 +130,42 @@ where
         sqe
     }
 
-    /// A read or write of `len` bytes at file `offset`, from or into `buf`.
-    fn rw(opcode: u8, target: Target, buf: u64, len: u32, offset: u64, user_data: u64) -> Self {
-        let mut sqe = Self::base(opcode, Some(target), user_data);
-        sqe.addr = buf;
+    /// A read or write of `len` bytes at file `offset`, from or into `addr`.
+    fn rw(opcode: u8, file: Target, addr: u64, len: u32, offset: u64, user_data: u64) -> Self {
+        let mut sqe = Self::base(opcode, Some(file), user_data);
+        sqe.addr = addr;
         sqe.len = len;
         sqe.off = offset;
         sqe
     }
 
-    /// `IORING_OP_READ`: reads `len` bytes at file `offset` into `buf`.
-    pub fn read(target: Target, buf: *mut u8, len: u32, offset: u64, user_data: u64) -> Self {
-        Self::rw(IORING_OP_READ, target, buf as u64, len, offset, user_data)
+    /// `IORING_OP_READ`: reads `op.len` bytes at `op.file_offset` of `op.file` into `op.buf`.
+    pub fn read(op: Read, user_data: u64) -> Self {
+        let mut sqe = Self::rw(
+            IORING_OP_READ,
+            op.file,
+            op.buf as u64,
+            op.len,
+            op.file_offset,
+            user_data,
+        );
+        sqe.op_flags = op.rw_flags;
+        sqe
     }
 
-    /// `IORING_OP_WRITE`: writes `len` bytes from `buf` at file `offset`.
-    pub fn write(target: Target, buf: *const u8, len: u32, offset: u64, user_data: u64) -> Self {
-        Self::rw(IORING_OP_WRITE, target, buf as u64, len, offset, user_data)
+    /// `IORING_OP_WRITE`: writes `op.len` bytes from `op.buf` at `op.file_offset` of
+    /// `op.file`.
+    pub fn write(op: Write, user_data: u64) -> Self {
+        let mut sqe = Self::rw(
+            IORING_OP_WRITE,
+            op.file,
+            op.buf as u64,
+            op.len,
+            op.file_offset,
+            user_data,
+        );
+        sqe.op_flags = op.rw_flags;
+        sqe
     }
 
     /// `IORING_OP_READ_FIXED`: reads from `io.file` into registered buffer `io.buf_index`.
@@ -146,13 +210,13 @@ where
         sqe
     }
 
-    /// `IORING_OP_FALLOCATE`: `fallocate(fd, mode, offset, len)` (`FALLOC_FL_*` in `mode`).
-    pub fn fallocate(target: Target, mode: i32, offset: u64, len: u64, user_data: u64) -> Self {
-        let mut sqe = Self::base(IORING_OP_FALLOCATE, Some(target), user_data);
+    /// `IORING_OP_FALLOCATE`: `fallocate(op.file, op.mode, op.offset, op.len)`.
+    pub fn fallocate(op: Fallocate, user_data: u64) -> Self {
+        let mut sqe = Self::base(IORING_OP_FALLOCATE, Some(op.file), user_data);
         // The kernel's layout for fallocate: length in `addr`, mode in `len`.
-        sqe.addr = len;
-        sqe.len = mode as u32;
-        sqe.off = offset;
+        sqe.addr = op.len;
+        sqe.len = op.mode as u32;
+        sqe.off = op.offset;
         sqe
     }
 
@@ -255,7 +319,46 @@ mod tests {
 
     #[test]
     fn fallocate_uses_the_kernels_field_layout() {
-        let sqe = Sqe64::fallocate(Target::Fd(3), 0x03, 4096, 8192, 1);
+        let op = Fallocate {
+            file: Target::Fd(3),
+            mode: 0x03,
+            offset: 4096,
+            len: 8192,
+        };
+        let sqe = Sqe64::fallocate(op, 1);
+        assert_eq!(sqe.opcode, IORING_OP_FALLOCATE);
         assert_eq!((sqe.off, sqe.addr, sqe.len), (4096, 8192, 3));
+    }
+
+    #[test]
+    fn read_and_write_put_each_field_where_the_kernel_reads_it() {
+        let mut buf = [0u8; 16];
+        let read = Read {
+            file: Target::Fixed(2),
+            buf: buf.as_mut_ptr(),
+            len: 16,
+            file_offset: 1 << 33,
+            rw_flags: 4,
+        };
+        let sqe = Sqe64::read(read, 7);
+        assert_eq!(sqe.opcode, IORING_OP_READ);
+        assert_eq!(
+            (sqe.fd, sqe.flags & IOSQE_FIXED_FILE),
+            (2, IOSQE_FIXED_FILE)
+        );
+        assert_eq!((sqe.addr, sqe.len), (buf.as_ptr() as u64, 16));
+        assert_eq!((sqe.off, sqe.op_flags, sqe.user_data), (1 << 33, 4, 7));
+        let write = Write {
+            file: Target::Fd(5),
+            buf: buf.as_ptr(),
+            len: 8,
+            file_offset: 512,
+            rw_flags: 2,
+        };
+        let sqe = Sqe64::write(write, 8);
+        assert_eq!(sqe.opcode, IORING_OP_WRITE);
+        assert_eq!((sqe.fd, sqe.flags & IOSQE_FIXED_FILE), (5, 0));
+        assert_eq!((sqe.addr, sqe.len, sqe.off), (buf.as_ptr() as u64, 8, 512));
+        assert_eq!((sqe.op_flags, sqe.user_data), (2, 8));
     }
 }

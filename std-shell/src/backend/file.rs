@@ -12,6 +12,7 @@ use ublk_core::DataPath;
 use super::file_ops::FileOps;
 use super::{DiscardLimits, IoContext, Properties, QueueInfo, Reply, Request, Target, TargetQueue};
 use crate::error::{Error, Result};
+use crate::os;
 
 /// How to open a [`Loop`] target's backing file.
 #[derive(Clone, Debug)]
@@ -143,7 +144,32 @@ impl Loop {
     fn open_with(opts: LoopOptions) -> Result<Loop> {
         let path = opts.path;
         let shown = path.display();
-        let meta = std::fs::metadata(&path)
+        // One open, and every check below on what it opened: a path checked and then opened
+        // (or opened twice) may name another file by the second look. O_NONBLOCK so that a
+        // FIFO (refused below) cannot hold the open up waiting for a writer; it is cleared
+        // with the direct-I/O flag, before any I/O.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!opts.read_only)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::EISDIR) {
+                    return Error::invalid("backing file", format!("{shown} is a directory"));
+                }
+                let hint = if !opts.read_only
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EACCES | libc::EROFS | libc::EPERM)
+                    ) {
+                    " (read-only? then open it read-only)"
+                } else {
+                    ""
+                };
+                Error::io(format!("cannot open backing file {shown}{hint}"), e)
+            })?;
+        let meta = file
+            .metadata()
             .map_err(|e| Error::io(format!("cannot open backing file {shown}"), e))?;
         let kind = meta.file_type();
         if kind.is_dir() {
@@ -159,27 +185,9 @@ impl Loop {
                 format!("{shown} is neither a regular file nor a block device"),
             ));
         }
-        let open = |direct: bool| {
-            OpenOptions::new()
-                .read(true)
-                .write(!opts.read_only)
-                .custom_flags(libc::O_CLOEXEC | if direct { libc::O_DIRECT } else { 0 })
-                .open(&path)
-        };
-        let mut file = open(false).map_err(|e| {
-            let hint = if !opts.read_only
-                && matches!(
-                    e.raw_os_error(),
-                    Some(libc::EACCES | libc::EROFS | libc::EPERM)
-                ) {
-                " (read-only? then open it read-only)"
-            } else {
-                ""
-            };
-            Error::io(format!("cannot open backing file {shown}{hint}"), e)
-        })?;
         let size = if block_device {
-            file.seek(SeekFrom::End(0))
+            (&file)
+                .seek(SeekFrom::End(0))
                 .map_err(|e| Error::io(format!("finding the size of {shown}"), e))?
         } else {
             meta.len()
@@ -193,7 +201,7 @@ impl Loop {
 
         let device_block =
             if block_device {
-                Some(logical_block_size_of(&file).map_err(|e| {
+                Some(os::logical_block_size(&file).map_err(|e| {
                     Error::io(format!("reading the logical block size of {shown}"), e)
                 })?)
             } else {
@@ -208,12 +216,7 @@ impl Loop {
             .unwrap_or(512)
             .clamp(512, page);
         let logical_block_size = opts.logical_block_size.unwrap_or(natural);
-        if !logical_block_size.is_power_of_two() || !(512..=page).contains(&logical_block_size) {
-            return Err(Error::invalid(
-                "logical block size",
-                format!("must be a power of two in 512..={page} bytes, got {logical_block_size}"),
-            ));
-        }
+        crate::rules::logical_block_size(logical_block_size)?;
         if size % u64::from(logical_block_size) != 0 {
             return Err(Error::invalid(
                 "backing file",
@@ -234,20 +237,17 @@ impl Loop {
             )),
             Some(_) => None,
         };
-        if buffered_reason.is_none() {
-            match open(true) {
-                Ok(direct) => file = direct,
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    buffered_reason = Some(format!(
-                        "the file system of {shown} refuses direct I/O (O_DIRECT)"
-                    ));
-                }
-                Err(e) => {
-                    return Err(Error::io(
-                        format!("cannot open backing file {shown} for direct I/O"),
-                        e,
-                    ));
-                }
+        match os::set_file_flags(&file, buffered_reason.is_none()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && buffered_reason.is_none() => {
+                buffered_reason = Some(format!(
+                    "the file system of {shown} refuses direct I/O (O_DIRECT)"
+                ));
+                os::set_file_flags(&file, false)
+                    .map_err(|e| Error::io(format!("setting up I/O on {shown}"), e))?;
+            }
+            Err(e) => {
+                return Err(Error::io(format!("setting up I/O on {shown}"), e));
             }
         }
 
@@ -300,17 +300,6 @@ impl Loop {
     }
 }
 
-/// `BLKSSZGET`: a block device's logical block size.
-fn logical_block_size_of(file: &File) -> io::Result<u32> {
-    let mut bytes: libc::c_int = 0;
-    // SAFETY: BLKSSZGET writes one int through the pointer, which points at `bytes`.
-    let ret = unsafe { libc::ioctl(file.as_raw_fd(), libc::BLKSSZGET, &mut bytes) };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    u32::try_from(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
 /// What direct I/O on a file needs aligned, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct DioAlign {
@@ -329,24 +318,11 @@ fn direct_io_alignment(
     meta: &std::fs::Metadata,
     device_block: Option<u32>,
 ) -> Option<DioAlign> {
-    // SAFETY: all-zero bytes are a valid `statx` (integers only).
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: the path is an empty C string with AT_EMPTY_PATH, so the kernel stats the open
-    // file; it writes only into `stx`, a valid, writable `statx`.
-    let ret = unsafe {
-        libc::statx(
-            file.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            libc::STATX_DIOALIGN,
-            &mut stx,
-        )
-    };
-    if ret == 0 && stx.stx_mask & libc::STATX_DIOALIGN != 0 {
+    if let Ok(Some((offset, memory))) = os::dio_alignment(file) {
         // A file system that cannot do direct I/O reports zero alignments.
-        return (stx.stx_dio_mem_align != 0).then_some(DioAlign {
-            offset: stx.stx_dio_offset_align.max(512),
-            memory: stx.stx_dio_mem_align,
+        return (memory != 0).then_some(DioAlign {
+            offset: offset.max(512),
+            memory,
         });
     }
     let block = device_block.unwrap_or_else(|| {
@@ -538,6 +514,55 @@ mod tests {
         if let Some(why) = target.buffered_reason() {
             assert!(why.contains("direct I/O"), "{why}");
         }
+    }
+
+    /// Defect 6 of issue 18: the backing file was checked by its path and then opened, twice,
+    /// so a path that names another file by the next look (here: two files of different
+    /// sizes renamed in turn over it) could be checked as one file and served as another.
+    /// What is served must be what was checked: the size a `Loop` reports is the size of the
+    /// descriptor it serves.
+    #[test]
+    fn what_is_served_is_what_was_checked() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::{Duration, Instant};
+
+        let dir = Scratch::new("swap");
+        let (a, b) = (dir.file("a.img", 1 << 20), dir.file("b.img", 2 << 20));
+        let path = dir.0.join("disk.img");
+        std::fs::hard_link(&a, &path).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (stop, tmp, path) = (Arc::clone(&stop), dir.0.join("tmp.img"), path.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    for src in [&a, &b] {
+                        let _ = std::fs::remove_file(&tmp);
+                        std::fs::hard_link(src, &tmp).unwrap();
+                        std::fs::rename(&tmp, &path).unwrap();
+                    }
+                }
+            })
+        };
+        let (mut opened, mut mismatches) = (0, 0);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            let Ok(target) = Loop::open(&path) else {
+                continue;
+            };
+            opened += 1;
+            let fd = target.files()[0];
+            let served = std::fs::metadata(format!("/proc/self/fd/{fd}"))
+                .unwrap()
+                .len();
+            if served != target.size() {
+                mismatches += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
+        assert!(opened > 100, "only {opened} opens");
+        assert_eq!(mismatches, 0, "of {opened} opens");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use std::io;
 
 use ublk_core::abi::uring::Sqe64;
+use ublk_core::ring::{Fallocate, Read, Write};
 use ublk_core::{DataPath, Errno, IoOp, RequestIo};
 
 use super::{IoContext, IoFlags, Reply, Request};
@@ -103,7 +104,7 @@ impl FileOps {
                     Kind::Fallocate(KEEP_SIZE_PUNCH)
                 }
             }
-            _ => return Reply::error(Errno(libc::EOPNOTSUPP)),
+            _ => return Reply::error(Errno::EOPNOTSUPP),
         };
         self.ops[usize::from(req.tag)] = FileOp { kind, ..op };
         match self.submit(req.tag, io) {
@@ -141,15 +142,32 @@ impl FileOps {
                 }
                 let base = io
                     .buffer_ptr(tag)
-                    .ok_or_else(|| io::Error::from_raw_os_error(libc::EIO))?;
+                    .ok_or_else(|| io::Error::from(Errno::EIO))?;
                 let at = base.wrapping_add(at as usize);
                 let offset = op.offset + op.done;
-                let mut sqe = if op.kind == Kind::Read {
-                    Sqe64::read(file, at, len, offset, 0)
+                let sqe = if op.kind == Kind::Read {
+                    Sqe64::read(
+                        Read {
+                            file,
+                            buf: at,
+                            len,
+                            file_offset: offset,
+                            rw_flags,
+                        },
+                        0,
+                    )
                 } else {
-                    Sqe64::write(file, at, len, offset, 0)
+                    Sqe64::write(
+                        Write {
+                            file,
+                            buf: at,
+                            len,
+                            file_offset: offset,
+                            rw_flags,
+                        },
+                        0,
+                    )
                 };
-                sqe.op_flags = rw_flags;
                 // SAFETY: the operation points at `tag`'s buffer, from `done` to the request's
                 // length, inside the buffer. The tag stays Owned (its buffer ours alone) until
                 // `op_done` answers the request, which is after this operation completes.
@@ -161,7 +179,15 @@ impl FileOps {
                 unsafe { io.push(sqe, tag, 0) }
             }
             Kind::Fallocate(mode) => {
-                let sqe = Sqe64::fallocate(file, mode, op.offset, op.len, 0);
+                let sqe = Sqe64::fallocate(
+                    Fallocate {
+                        file,
+                        mode,
+                        offset: op.offset,
+                        len: op.len,
+                    },
+                    0,
+                );
                 // SAFETY: a fallocate points at no memory.
                 unsafe { io.push(sqe, tag, 0) }
             }

@@ -67,7 +67,7 @@ impl Mem {
         }
         let len = usize::try_from(size)
             .map_err(|_| Error::invalid("RAM disk size", format!("{size} bytes is too large")))?;
-        let memfd = os::memfd("ublk-mem")
+        let memfd = os::memfd(c"ublk-mem")
             .and_then(|f| f.set_len(size).map(|()| f))
             .map_err(|e| Error::io(format!("creating a {size}-byte memfd for the RAM disk"), e))?;
         let memory = Mapping::file_shared(memfd.as_raw_fd(), len).map_err(|e| {
@@ -120,12 +120,12 @@ impl Store {
     fn zero(&self, offset: u64, len: u64) -> io::Result<()> {
         let n = usize::try_from(len).map_err(|_| out_of_range())?;
         self.range(offset, n)?;
-        os::punch_hole(self.memfd.as_raw_fd(), offset, len)
+        os::punch_hole(&self.memfd, offset, len)
     }
 }
 
 fn out_of_range() -> io::Error {
-    io::Error::from_raw_os_error(libc::EIO)
+    io::Error::from(Errno::EIO)
 }
 
 /// `MemTotal` from /proc/meminfo, in bytes; `None` if it cannot be read.
@@ -226,7 +226,7 @@ impl TargetQueue for MemQueue {
             IoOp::Discard | IoOp::WriteZeroes => {
                 Reply::from_result(self.store.zero(req.offset, req.len), 0)
             }
-            _ => Reply::error(Errno(libc::EOPNOTSUPP)),
+            _ => Reply::error(Errno::EOPNOTSUPP),
         }
     }
 

@@ -33,6 +33,7 @@
 //!
 //! Several devices, each with its own backend, can run in one process.
 
+mod builtin;
 mod file;
 mod file_ops;
 mod mem;
@@ -46,12 +47,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ublk_core::abi::uring::Sqe64;
 use ublk_core::{DataPath, Errno, IoOp, Queue, QueueError, RawFd, RequestIo, RequestSocketIo};
 
-pub use crate::device::DiscardLimits;
+pub use builtin::{Builtin, BuiltinQueue};
 pub use file::{Loop, LoopOptions, LoopQueue};
 pub use mem::{Mem, MemQueue};
 pub use nbd::{Nbd, NbdAddress, NbdOptions, NbdQueue, NbdStatus, NbdStatusHandle};
 pub use null::{Null, NullQueue};
 pub use ublk_core::abi::IoFlags;
+
+/// DISCARD and WRITE_ZEROES limits. Sizes are in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiscardLimits {
+    /// Discards are in units of this many bytes (a multiple of the logical block size).
+    pub granularity: u32,
+    /// Largest DISCARD in bytes (0: no DISCARD).
+    pub max_discard_bytes: u64,
+    /// Largest WRITE_ZEROES in bytes (0: the kernel writes zeroes with plain writes).
+    pub max_write_zeroes_bytes: u64,
+}
 
 /// What a backend knows of the device it serves: the builder uses these where it was not told
 /// otherwise, and refuses settings the backend cannot serve. Sizes are in bytes.
@@ -166,14 +178,14 @@ pub trait Backend: Send + Sync + 'static {
     /// Forgets `len` bytes at `offset`. The default refuses (EOPNOTSUPP).
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         let _ = (offset, len);
-        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+        Err(Errno::EOPNOTSUPP.into())
     }
 
     /// Zeroes `len` bytes at `offset`; `may_unmap` allows deallocating them. The default
     /// refuses (EOPNOTSUPP).
     fn write_zeroes(&self, offset: u64, len: u64, may_unmap: bool) -> io::Result<()> {
         let _ = (offset, len, may_unmap);
-        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+        Err(Errno::EOPNOTSUPP.into())
     }
 
     /// What the backend knows of the device (its size, block size, ...). The default knows
@@ -285,7 +297,7 @@ impl<'q, 't> IoContext<'q, 't> {
     pub fn read_into_request(&mut self, tag: u16, io: RequestIo, cookie: u32) -> io::Result<()> {
         self.queue
             .read_into_request(tag, io, cookie)
-            .map_err(queue_error)
+            .map_err(io::Error::from)
     }
 
     /// Zero copy: writes the pages of `tag`'s request straight to `io.file`; see
@@ -293,7 +305,7 @@ impl<'q, 't> IoContext<'q, 't> {
     pub fn write_from_request(&mut self, tag: u16, io: RequestIo, cookie: u32) -> io::Result<()> {
         self.queue
             .write_from_request(tag, io, cookie)
-            .map_err(queue_error)
+            .map_err(io::Error::from)
     }
 
     /// Zero copy: sends the pages of `tag`'s request on `io.socket` (a WRITE's payload), as
@@ -308,7 +320,7 @@ impl<'q, 't> IoContext<'q, 't> {
     ) -> io::Result<()> {
         self.queue
             .send_from_request(tag, io, cookie)
-            .map_err(queue_error)
+            .map_err(io::Error::from)
     }
 
     /// Zero copy: receives from `io.socket` straight into the pages of `tag`'s request (a
@@ -321,14 +333,14 @@ impl<'q, 't> IoContext<'q, 't> {
     ) -> io::Result<()> {
         self.queue
             .recv_into_request(tag, io, cookie)
-            .map_err(queue_error)
+            .map_err(io::Error::from)
     }
 
     /// Makes room for `entries` operations in one submission, so that a chain of linked
     /// operations reaches the kernel whole (a link cannot span two submissions). One more
     /// per zero-copy operation whose request may need its pages registered by hand.
     pub fn reserve(&mut self, entries: u32) -> io::Result<()> {
-        self.queue.reserve(entries).map_err(queue_error)
+        self.queue.reserve(entries).map_err(io::Error::from)
     }
 
     /// User copy (also on the zero-copy path): copies `data` into `tag`'s request from byte
@@ -420,14 +432,7 @@ impl<'q, 't> IoContext<'q, 't> {
     /// must stay valid, and untouched by anything else, until `op_done` is called for it.
     pub unsafe fn push(&mut self, sqe: Sqe64, tag: u16, cookie: u32) -> io::Result<()> {
         // SAFETY: forwarded to the caller.
-        unsafe { self.queue.push_target(sqe, tag, cookie) }.map_err(queue_error)
-    }
-}
-
-fn queue_error(e: QueueError) -> io::Error {
-    match e {
-        QueueError::Ring(ublk_core::RingError::Enter(errno)) => std::io::Error::from(errno),
-        e => io::Error::other(e.to_string()),
+        unsafe { self.queue.push_target(sqe, tag, cookie) }.map_err(io::Error::from)
     }
 }
 
@@ -435,7 +440,7 @@ fn queue_error(e: QueueError) -> io::Error {
 fn whole(copied: Result<usize, Errno>, want: usize) -> io::Result<()> {
     match copied {
         Ok(n) if n == want => Ok(()),
-        Ok(_) => Err(io::Error::from_raw_os_error(libc::EIO)),
+        Ok(_) => Err(io::Error::from(Errno::EIO)),
         Err(errno) => Err(std::io::Error::from(errno)),
     }
 }
@@ -499,7 +504,7 @@ impl<B: Backend> TargetQueue for BlockingQueue<B> {
                 b.write_zeroes(req.offset, req.len, !req.flags.contains(IoFlags::NOUNMAP)),
                 0,
             ),
-            _ => Reply::error(Errno(libc::EOPNOTSUPP)),
+            _ => Reply::error(Errno::EOPNOTSUPP),
         }
     }
 }

@@ -8,9 +8,10 @@ use ublk_core::abi::{Attrs, ParamTypes, Pod, UblkParams, UblksrvCtrlDevInfo, Ubl
 use ublk_core::testing::{Prng, fuzz};
 use ublk_core::{Features, IoOp};
 
-use super::params::{DiscardLimits, Geometry, Settings};
+use super::params::{Geometry, Settings};
 use super::queue_thread::decode;
 use super::recovery::{Served, served_geometry};
+use crate::backend::DiscardLimits;
 use crate::backend::Properties;
 use crate::control::{DeviceInfo, NewDevice};
 use crate::error::Error;
@@ -199,8 +200,9 @@ fn geometry_faults(g: &Geometry, max_io_bytes: u32) -> Vec<&'static str> {
     if !pow2_in(pbs, lbs, 256 << 20) {
         faults.push("physical block size");
     }
-    // checked_rem: a zero block size is refused above; here it must not divide.
-    let whole_blocks = |v: u64| v.checked_rem(u64::from(lbs)) == Some(0);
+    // checked_rem: a zero block size is refused above; here it must not divide. Whole
+    // sectors too, which a block size below 512 (refused above) would not imply.
+    let whole_blocks = |v: u64| v.checked_rem(u64::from(lbs)) == Some(0) && v % 512 == 0;
     if !g.size.is_some_and(|s| s != 0 && whole_blocks(s)) {
         faults.push("device size");
     }
@@ -312,7 +314,9 @@ fn geometry_case(p: &mut Prng) {
     // On its own too (the queue threads' bound), whatever the block size.
     let sized = g.checked_size();
     let lbs = u64::from(g.logical_block_size);
-    let whole = g.size.filter(|&s| s != 0 && s.checked_rem(lbs) == Some(0));
+    let whole = g
+        .size
+        .filter(|&s| s != 0 && s.checked_rem(lbs) == Some(0) && s % 512 == 0);
     assert_eq!(sized.ok(), whole, "{g:?}");
 }
 
@@ -425,10 +429,13 @@ fn fuzz_new_device_specs_are_refused_by_name_where_the_driver_would_refuse_them(
         if !(1..=4096).contains(&spec.queue_depth) {
             faults.push("queue depth");
         }
-        if !(page()..=32 << 20).contains(&u64::from(spec.max_io_bytes)) {
+        // Whole pages: each queue maps a buffer of it per tag.
+        let max_io = u64::from(spec.max_io_bytes);
+        if !(page()..=32 << 20).contains(&max_io) || max_io % page() != 0 {
             faults.push("max I/O size");
         }
-        if spec.id == Some(u32::MAX) {
+        // Ids are the driver's minor numbers: below 2^20.
+        if spec.id.is_some_and(|id| id >= 1 << 20) {
             faults.push("device id");
         }
         // REISSUE and FAIL_IO each refine USER_RECOVERY, and exclude each other.

@@ -1,11 +1,17 @@
-//! A device's life: build, start (ADD_DEV, SET_PARAMS, queue threads, START_DEV), serve,
-//! stop (STOP_DEV, join the queues, DEL_DEV).
+//! A device's life: build (`builder.rs`), start (ADD_DEV, SET_PARAMS, queue threads,
+//! START_DEV), serve until told to stop (`serve.rs`), and end (STOP_DEV, join the queues,
+//! DEL_DEV), or be left to a future server (recovery). Where a device is in that life is one
+//! [`Lifecycle`] value, changed only here. `queue_thread.rs` is a queue's loop, `queues.rs`
+//! what the device holds of each queue thread.
 
+mod builder;
 #[cfg(test)]
 mod fuzz_tests;
 mod params;
 mod queue_thread;
+mod queues;
 mod recovery;
+mod serve;
 
 use std::fs::OpenOptions;
 use std::os::fd::OwnedFd;
@@ -13,281 +19,22 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ublk_core::{DataPath, Errno, Features};
 
-use crate::backend::{Backend, Blocking, Target};
-use crate::control::{Controller, DeviceInfo, NewDevice};
+use crate::backend::Target;
+use crate::control::{Controller, DeviceInfo};
 use crate::error::{Error, Result};
-use crate::features::BUILD_FEATURES;
-pub use params::DiscardLimits;
-use params::{Geometry, Settings};
-use queue_thread::{QueueHandle, QueueSpec};
+pub use builder::DeviceBuilder;
+use params::Geometry;
+use queue_thread::QueueSpec;
+use queues::{QueueHandle, Ready, Unjoined};
 pub use recovery::Recovery;
+pub use serve::{Ended, Fate, Served};
 
 /// How long a device node may take to appear after the driver created it (devtmpfs or udev).
 const NODE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Builds and starts a [`Device`]. Every setting has a default but the size, which comes from
-/// here or from the backend. Sizes are in bytes.
-#[derive(Clone, Debug)]
-pub struct DeviceBuilder {
-    new: NewDevice,
-    settings: Settings,
-    recovery: Recovery,
-    /// `None`: the best the target serves and the kernel has.
-    data_path: Option<DataPath>,
-    force_buffer_fallback: bool,
-    control_path: PathBuf,
-    timeout: Option<Duration>,
-}
-
-impl Default for DeviceBuilder {
-    fn default() -> Self {
-        DeviceBuilder {
-            new: NewDevice::default(),
-            settings: Settings::default(),
-            recovery: Recovery::Off,
-            data_path: None,
-            force_buffer_fallback: false,
-            control_path: PathBuf::from(Controller::DEFAULT_PATH),
-            timeout: None,
-        }
-    }
-}
-
-impl DeviceBuilder {
-    /// The device id (`/dev/ublkb<id>`); default: the driver picks a free one.
-    pub fn id(mut self, id: u32) -> Self {
-        self.new.id = Some(id);
-        self
-    }
-
-    /// Hardware queues, one thread each (default 1; the driver grants at most one per CPU).
-    pub fn queues(mut self, queues: u16) -> Self {
-        self.new.queues = queues;
-        self
-    }
-
-    /// Requests in flight per queue, 1..=4096 (default 128).
-    pub fn depth(mut self, depth: u16) -> Self {
-        self.new.queue_depth = depth;
-        self
-    }
-
-    /// Largest request in bytes, a page to 32 MiB (default 512 KiB, or less if the backend
-    /// takes less: [`Properties::max_io_bytes`](crate::Properties::max_io_bytes)). Each queue maps `depth`
-    /// buffers of this size (address space only: pages are allocated as I/O touches them,
-    /// and no swap is reserved).
-    pub fn max_io_bytes(mut self, bytes: u32) -> Self {
-        self.new.max_io_bytes = bytes;
-        self
-    }
-
-    /// Logical block size: a power of two from 512 to the page size (default: the
-    /// backend's, else 512).
-    pub fn logical_block_size(mut self, bytes: u32) -> Self {
-        self.settings.logical_block_size = Some(bytes);
-        self
-    }
-
-    /// Physical block size: a power of two, at least the logical one (default: the
-    /// backend's, else the logical).
-    pub fn physical_block_size(mut self, bytes: u32) -> Self {
-        self.settings.physical_block_size = Some(bytes);
-        self
-    }
-
-    /// Device size in bytes, a multiple of the logical block size, at most what the backend
-    /// holds (default: all the backend holds).
-    pub fn size(mut self, bytes: u64) -> Self {
-        self.settings.size = Some(bytes);
-        self
-    }
-
-    /// The block layer refuses writes (default: only if the backend can only read).
-    pub fn read_only(mut self, on: bool) -> Self {
-        self.settings.read_only = Some(on);
-        self
-    }
-
-    /// Tell the block layer the device is rotational (a disk, not flash; default: the
-    /// backend's, else not).
-    pub fn rotational(mut self, on: bool) -> Self {
-        self.settings.rotational = Some(on);
-        self
-    }
-
-    /// The backend has a volatile write cache: the block layer sends FLUSH (default: the
-    /// backend's, else not).
-    pub fn volatile_cache(mut self, on: bool) -> Self {
-        self.settings.volatile_cache = Some(on);
-        self
-    }
-
-    /// The backend honours FUA writes (needs [`volatile_cache`](Self::volatile_cache);
-    /// default: the backend's, else not).
-    pub fn fua(mut self, on: bool) -> Self {
-        self.settings.fua = Some(on);
-        self
-    }
-
-    /// The backend takes DISCARD (and WRITE_ZEROES) within these limits (default: the
-    /// backend's, else none).
-    pub fn discard(mut self, limits: DiscardLimits) -> Self {
-        self.settings.discard = Some(limits);
-        self
-    }
-
-    /// Extra `UBLK_F_*` flags, from those this build implements ([`BUILD_FEATURES`]:
-    /// NEED_GET_DATA, NO_AUTO_PART_SCAN, ...); others, and those the running kernel lacks
-    /// ([`Error::Unsupported`]), are refused before ADD_DEV.
-    pub fn flags(mut self, flags: Features) -> Self {
-        self.new.flags = flags;
-        self
-    }
-
-    /// What happens to the device if its server dies (default [`Recovery::Off`]: it is
-    /// stopped). With recovery, a new server takes it over with
-    /// [`recover_target`](Self::recover_target); where the kernel has `QUIESCE`, the device
-    /// gets it too, so that QUIESCE_DEV can hand it to a new server on purpose (an upgrade).
-    /// A mode the kernel lacks (`fail-io` before 6.13) is refused before the device is added.
-    pub fn recovery(mut self, mode: Recovery) -> Self {
-        self.recovery = mode;
-        self
-    }
-
-    /// How request data moves between the block layer and the target ([`DataPath`]). The
-    /// default (auto) is the first of the target's [`data_paths`](Target::data_paths) that
-    /// the running kernel has: zero copy or user copy where the target benefits, else copy.
-    /// A path the target does not serve, or the kernel lacks ([`Error::Unsupported`]), is
-    /// refused before the device is added.
-    pub fn data_path(mut self, path: DataPath) -> Self {
-        self.data_path = Some(path);
-        self
-    }
-
-    /// For testing a server's zero-copy fallback: the driver is asked to register each
-    /// request's pages where it cannot, so that every request with data arrives flagged
-    /// `NEED_REG_BUF` and the library registers its buffer by hand (REGISTER_IO_BUF before
-    /// the target's first operation on it, UNREGISTER_IO_BUF before the answer), as it does
-    /// for any request whose automatic registration fails. Slower; only for tests. Counted in
-    /// [`Stats::buffer_fallbacks`].
-    pub fn force_buffer_fallback(mut self, on: bool) -> Self {
-        self.force_buffer_fallback = on;
-        self
-    }
-
-    /// The control device (default `/dev/ublk-control`).
-    pub fn control_path(mut self, path: impl AsRef<Path>) -> Self {
-        self.control_path = path.as_ref().to_path_buf();
-        self
-    }
-
-    /// How long each control command may take (default 30 s).
-    pub fn command_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-
-    /// Starts a device served by a synchronous [`Backend`].
-    pub fn start<B: Backend>(self, backend: B) -> Result<Device> {
-        self.start_target(Blocking(Arc::new(backend)))
-    }
-
-    /// Starts a device served by `target`. Returns once START_DEV has completed (the disk is
-    /// added and served) and `/dev/ublkb<id>` exists, waiting up to 10 s for the node to
-    /// appear (devtmpfs or udev creates it). On any error, what was done is undone: no device
-    /// or thread is left behind.
-    pub fn start_target<T: Target>(self, target: T) -> Result<Device> {
-        let properties = target.properties();
-        let geometry = self.settings.resolve(&properties)?;
-        let mut new = self.new;
-        new.flags |= self.recovery.flags();
-        if let Some(most) = properties.max_io_bytes {
-            // The backend's limit, in whole pages (a smaller one is refused by `validate`).
-            let page = ublk_core::sys::page_size() as u32;
-            new.max_io_bytes = new.max_io_bytes.min(most / page * page);
-        }
-        let unsupported = new.flags - BUILD_FEATURES;
-        if !unsupported.is_empty() {
-            return Err(Error::invalid(
-                "flags",
-                format!("{unsupported} not supported by this library yet"),
-            ));
-        }
-        if new.flags.contains(Features::QUIESCE) && !new.flags.contains(Features::USER_RECOVERY) {
-            return Err(Error::invalid(
-                "flags",
-                "QUIESCE needs recovery (a quiesced device waits for a new server)",
-            ));
-        }
-        new.validate()?;
-        // Checked with the requested I/O size now, so a bad geometry adds no device.
-        geometry.params(new.max_io_bytes)?;
-        let size = geometry.checked_size()?;
-
-        let mut ctrl = self.open_control()?;
-        let kernel = ctrl.control().driver_features();
-        // NEED_GET_DATA is the copy path's: asked for, it settles what auto picks.
-        let asked = match self.data_path {
-            None if new.flags.contains(Features::NEED_GET_DATA) => Some(DataPath::Copy),
-            asked => asked,
-        };
-        let path = choose_data_path(asked, target.data_paths(), kernel)?;
-        if path != DataPath::Copy && new.flags.contains(Features::NEED_GET_DATA) {
-            return Err(Error::invalid(
-                "flags",
-                format!("NEED_GET_DATA belongs to the copy path, not {path}"),
-            ));
-        }
-        new.flags |= path.flags();
-        // An older driver ignores flags it does not know: the device would come up without
-        // what was asked for (a FAIL_IO device that queues I/O instead), so ask first.
-        if let Some(kernel) = kernel {
-            if self.recovery != Recovery::Off && kernel.contains(Features::QUIESCE) {
-                new.flags |= Features::QUIESCE;
-            }
-            let missing = new.flags - kernel;
-            if !missing.is_empty() {
-                return Err(Error::Unsupported {
-                    what: format!("device flags {}", new.flags),
-                    missing,
-                });
-            }
-        }
-        let info = ctrl.add(&new)?;
-        let mut device = Device::new(info, ctrl, properties.size.unwrap_or(size));
-        device.force_buffer_fallback = self.force_buffer_fallback;
-        let granted = info.flags();
-        if !granted.contains(path.flags()) {
-            // A driver too old to say what it supports dropped what it did not know.
-            let _ = device.shut_down();
-            return Err(Error::Unsupported {
-                what: format!("data path {path}"),
-                missing: path.flags() - granted,
-            });
-        }
-        match device.bring_up(&geometry, Arc::new(target)) {
-            Ok(()) => Ok(device),
-            Err(e) => {
-                // Undo what was done: the error that stopped us is the one to report.
-                let _ = device.shut_down();
-                Err(e)
-            }
-        }
-    }
-
-    fn open_control(&self) -> Result<Controller> {
-        let mut ctrl = Controller::open_path(&self.control_path)?;
-        if let Some(t) = self.timeout {
-            ctrl.set_timeout(t);
-        }
-        Ok(ctrl)
-    }
-}
 
 /// Counters of a running device, summed over its queues.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -318,6 +65,29 @@ pub struct Stats {
     pub buffer_errors: u64,
 }
 
+/// Where a device is in its life, as its server sees it: what ending it must undo.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lifecycle {
+    /// Added (ADD_DEV), not started: ending it deletes it.
+    Added,
+    /// START_USER_RECOVERY sent, END_USER_RECOVERY not: ending it leaves it to another
+    /// server, with its I/O and data.
+    Recovering,
+    /// Served (START_DEV or END_USER_RECOVERY done): ending it stops and deletes it.
+    Live,
+    /// Ended, or left to a future server: nothing more to do.
+    Released,
+}
+
+/// How the queue threads ended.
+struct QueuesEnded {
+    /// The first error a queue ended with (or that it did not end in time).
+    error: Option<Error>,
+    /// A queue thread did not end within the bound and was left running: it still holds
+    /// `/dev/ublkcN`, so DEL_DEV would wait for it.
+    left_running: bool,
+}
+
 /// A started ublk device, serving `/dev/ublkb<id>` from its queue threads. Stops and deletes
 /// the device when dropped (use [`Device::stop`] to see errors).
 #[derive(Debug)]
@@ -328,8 +98,8 @@ pub struct Device {
     /// Bytes: the most the backend holds, so the most the device may be resized to.
     size_limit: u64,
     force_buffer_fallback: bool,
-    started: bool,
-    finished: bool,
+    lifecycle: Lifecycle,
+    warnings: Vec<String>,
 }
 
 impl Device {
@@ -338,16 +108,25 @@ impl Device {
         DeviceBuilder::default()
     }
 
-    fn new(info: DeviceInfo, ctrl: Controller, size_limit: u64) -> Device {
+    /// A device ADD_DEV just created: ending it deletes it.
+    fn added(info: DeviceInfo, ctrl: Controller, size_limit: u64) -> Device {
         Device {
             info,
             ctrl,
             queues: Vec::new(),
             size_limit,
             force_buffer_fallback: false,
-            started: false,
-            finished: false,
+            lifecycle: Lifecycle::Added,
+            warnings: Vec::new(),
         }
+    }
+
+    /// A device whose recovery just began (START_USER_RECOVERY): ending it before it is live
+    /// leaves it waiting for another server.
+    fn recovering(info: DeviceInfo, ctrl: Controller, size_limit: u64) -> Device {
+        let mut device = Device::added(info, ctrl, size_limit);
+        device.lifecycle = Lifecycle::Recovering;
+        device
     }
 
     /// How request data moves on this device (from the flags the driver granted).
@@ -375,22 +154,24 @@ impl Device {
         self.info.char_dev_path()
     }
 
+    /// What did not stop the device but its user should know, once each (e.g. that its queue
+    /// threads could not be made I/O flushers).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
     /// True while every queue thread runs. False once the device was stopped or deleted from
     /// outside (`ublk del`, another process's DEL_DEV), or a queue failed: then call
     /// [`Device::stop`] to collect the queues' results.
     pub fn is_running(&self) -> bool {
-        !self.queues.is_empty()
-            && self
-                .queues
-                .iter()
-                .all(|q| q.thread.as_ref().is_some_and(|t| !t.is_finished()))
+        !self.queues.is_empty() && self.queues.iter().all(|q| !q.is_finished())
     }
 
     /// Counters so far.
     pub fn stats(&self) -> Stats {
         let mut s = Stats::default();
         for q in &self.queues {
-            let st = &q.stats;
+            let st = &q.shared;
             let n = |i: usize| st.ops[i].load(Ordering::Relaxed);
             s.reads += n(0);
             s.writes += n(1);
@@ -431,11 +212,25 @@ impl Device {
     /// Stops the device (STOP_DEV: the block device goes away once in-flight I/O is
     /// answered), ends the queue threads and deletes it (DEL_DEV).
     ///
+    /// Bounded: each control command by the command timeout
+    /// ([`DeviceBuilder::command_timeout`], 30 s by default), and the queue threads' end by
+    /// the same again. A queue thread still busy then (its target blocks, and will not
+    /// answer) is left running and reported as an error; the device is then deleted with
+    /// DEL_DEV_ASYNC, which completes once that thread lets go of `/dev/ublkcN`.
+    ///
     /// A device that was stopped or deleted from outside (all its queues ended because the
     /// driver aborted them) is not an error, and is left to whoever did it: its id may
     /// already belong to a new device, which must not be deleted in its place.
     pub fn stop(mut self) -> Result<()> {
         self.shut_down()
+    }
+
+    /// Ends the queue threads without STOP_DEV or DEL_DEV, after a queue failed: the driver
+    /// then treats the device as one whose server died, and it waits for a new server with
+    /// its I/O and data. Returns the failed queue's error.
+    pub(super) fn leave_for_recovery(&mut self) -> Option<Error> {
+        self.lifecycle = Lifecycle::Released;
+        self.end_queues(false).error
     }
 
     /// What the builder did, the lifecycle: "STOP_DEV, queues end, DEL_DEV" undoes it.
@@ -447,10 +242,18 @@ impl Device {
         // Every tag has a FETCH_REQ outstanding and each queue thread is (about to be) waiting
         // for requests: START_DEV can add the disk, whose partition scan they serve.
         self.ctrl.start(id, ublk_core::sys::getpid())?;
-        self.started = true;
+        self.lifecycle = Lifecycle::Live;
         // The node appears asynchronously; a caller may open it right after we return.
         wait_for_path(&self.block_dev_path(), NODE_TIMEOUT);
         Ok(())
+    }
+
+    /// The recovery that began with [`Device::recovering`] is done (END_USER_RECOVERY): the
+    /// device is live again, served by this process.
+    fn recovered(&mut self) {
+        self.info = self.ctrl.info(self.id()).unwrap_or(self.info);
+        self.lifecycle = Lifecycle::Live;
+        wait_for_path(&self.block_dev_path(), NODE_TIMEOUT);
     }
 
     /// Opens `/dev/ublkcN`, starts one thread per queue and waits until each has a FETCH_REQ
@@ -461,7 +264,7 @@ impl Device {
         if !wait_for_path(&char_path, NODE_TIMEOUT) {
             return Err(Error::io(
                 format!("waiting for {}", char_path.display()),
-                std::io::Error::from(std::io::ErrorKind::NotFound),
+                std::io::ErrorKind::NotFound.into(),
             ));
         }
         let char_dev: Arc<OwnedFd> = Arc::new(
@@ -474,7 +277,7 @@ impl Device {
                 .into(),
         );
 
-        let (ready_tx, ready_rx) = mpsc::channel();
+        let ready = Arc::new(Ready::default());
         let encoding = self.ctrl.control().encoding();
         let data_path = self.data_path();
         let buffers = target.wants_buffers(data_path);
@@ -496,144 +299,139 @@ impl Device {
                 spec,
                 Arc::clone(&target),
                 Arc::clone(&char_dev),
-                ready_tx.clone(),
+                Arc::clone(&ready),
             )?;
             self.queues.push(handle);
         }
-        drop(ready_tx);
         // Only the queue threads keep the char device open from here: when they end (the
         // device was deleted from outside), it closes and the deleter's DEL_DEV completes.
         drop(char_dev);
 
         let deadline = Instant::now() + self.ctrl.timeout();
-        for _ in 0..self.queues.len() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match ready_rx.recv_timeout(left) {
-                Ok((_, Ok(()))) => {}
-                Ok((_, Err(e))) => return Err(e),
-                Err(_) => {
-                    return Err(Error::io(
-                        format!("device {id}: waiting for the queues to fetch"),
-                        std::io::Error::from(std::io::ErrorKind::TimedOut),
-                    ));
-                }
+        let warnings = ready.wait(self.queues.len(), deadline).map_err(|e| {
+            e.unwrap_or_else(|| {
+                Error::io(
+                    format!("device {id}: waiting for the queues to fetch"),
+                    std::io::ErrorKind::TimedOut.into(),
+                )
+            })
+        })?;
+        for w in warnings {
+            if !self.warnings.contains(&w) {
+                self.warnings.push(w);
             }
         }
         Ok(())
     }
 
-    /// STOP_DEV (if started), wake and join the queues, DEL_DEV. Runs once; reports the first
-    /// error but does every step.
+    /// True if the device was started and the driver ended every queue (a STOP_DEV, DEL_DEV
+    /// or QUIESCE_DEV from outside).
+    fn stopped_outside(&self) -> bool {
+        !self.queues.is_empty()
+            && self
+                .queues
+                .iter()
+                .all(|q| q.is_finished() && q.ended_by_abort())
+    }
+
+    /// Ends the device as its [`Lifecycle`] calls for: STOP_DEV (if live and not stopped from
+    /// outside), end the queues, DEL_DEV (unless it was stopped from outside, or is being
+    /// recovered: a recovery that failed leaves the device to another server). Runs once;
+    /// reports the first error but does every step.
     fn shut_down(&mut self) -> Result<()> {
-        if self.finished {
-            return Ok(());
-        }
-        self.finished = true;
+        let lifecycle = std::mem::replace(&mut self.lifecycle, Lifecycle::Released);
         let id = self.id();
         let gone = |e: &Error| e.errno() == Some(Errno::ENODEV);
         let mut first: Option<Error> = None;
-        let stopped_outside = self.started
-            && self.queues.iter().all(|q| {
-                q.thread.as_ref().is_none_or(|t| t.is_finished())
-                    && q.stats.ended_by_abort.load(Ordering::Acquire)
-            });
-        if self.started && !stopped_outside {
+        let stopped_outside = self.stopped_outside();
+        let stopping = lifecycle == Lifecycle::Live && !stopped_outside;
+        if stopping {
             // Waits for in-flight I/O to be answered by the queues, then aborts their fetches.
-            if let Err(e) = self.ctrl.stop(id) {
-                if !gone(&e) {
-                    first.get_or_insert(e);
-                }
+            if let Err(e) = self.ctrl.stop(id)
+                && !gone(&e)
+            {
+                first.get_or_insert(e);
             }
         }
-        if let Err(e) = self.end_queues() {
-            first.get_or_insert(e);
+        let ended = match lifecycle {
+            Lifecycle::Released => return Ok(()),
+            _ => self.end_queues(stopping),
+        };
+        if let Some(e) = ended.error {
+            // A queue left running explains what else failed (STOP_DEV waits for its I/O).
+            if ended.left_running {
+                first = Some(e);
+            } else {
+                first.get_or_insert(e);
+            }
         }
-        if !stopped_outside
-            && let Err(e) = self.ctrl.delete(id)
-            && !gone(&e)
-        {
-            first.get_or_insert(e);
+        if matches!(lifecycle, Lifecycle::Added | Lifecycle::Live) && !stopped_outside {
+            // A queue thread left running holds /dev/ublkcN: DEL_DEV would wait for it.
+            let deleted = if ended.left_running {
+                self.ctrl.delete_async(id)
+            } else {
+                self.ctrl.delete(id)
+            };
+            if let Err(e) = deleted
+                && !gone(&e)
+            {
+                first.get_or_insert(e);
+            }
         }
         first.map_or(Ok(()), Err)
     }
-}
 
-impl Device {
-    /// Wakes and joins every queue thread; the first error any of them ended with.
-    fn end_queues(&mut self) -> Result<()> {
+    /// Wakes every queue thread and joins them, waiting at most the command timeout for all:
+    /// a thread still running then (its target blocks) is left to end on its own. With
+    /// `aborted` (STOP_DEV was sent), each first takes the driver's aborts of its fetches, so
+    /// it frees its buffers.
+    fn end_queues(&mut self, aborted: bool) -> QueuesEnded {
         let id = self.id();
-        let mut first = None;
+        let mut ended = QueuesEnded {
+            error: None,
+            left_running: false,
+        };
         // Normally the queues end on their own (all tags aborted); the signal covers a device
         // that never started, or a driver that left tags outstanding.
         for q in &self.queues {
-            let _ = q.wake.signal();
+            q.wake(aborted);
         }
+        let bound = self.ctrl.timeout();
+        let deadline = Instant::now() + bound;
         for (q_id, q) in self.queues.iter_mut().enumerate() {
-            let Some(thread) = q.thread.take() else {
-                continue;
+            let q_id = q_id as u16;
+            let fail = |reason: String| Error::Queue {
+                dev_id: id,
+                q_id,
+                reason,
             };
-            match thread.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    first.get_or_insert(e);
+            match q.join_until(deadline) {
+                None => {}
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => {
+                    ended.error.get_or_insert(e);
                 }
-                Err(_) => {
-                    first.get_or_insert(Error::Queue {
-                        dev_id: id,
-                        q_id: q_id as u16,
-                        reason: "the queue thread panicked".into(),
-                    });
+                Some(Err(Unjoined::Panicked)) => {
+                    ended
+                        .error
+                        .get_or_insert(fail("the queue thread panicked".into()));
+                }
+                Some(Err(Unjoined::StillRunning)) => {
+                    ended.left_running = true;
+                    ended.error.get_or_insert(fail(format!(
+                        "the queue thread did not end within {} s (its target blocks?); it was left running",
+                        bound.as_secs()
+                    )));
                 }
             }
         }
-        first.map_or(Ok(()), Err)
+        ended
     }
 }
 
 impl Drop for Device {
     fn drop(&mut self) {
         let _ = self.shut_down();
-    }
-}
-
-/// The data path to add a device with: the one asked for, if the target serves it and the
-/// kernel has it, else (auto) the first of the target's list the kernel has. `kernel` is
-/// `None` where the driver cannot say (no GET_FEATURES): only copy is certain then.
-fn choose_data_path(
-    asked: Option<DataPath>,
-    served: &[DataPath],
-    kernel: Option<Features>,
-) -> Result<DataPath> {
-    let kernel = kernel.unwrap_or(Features::empty());
-    let names = || {
-        served
-            .iter()
-            .map(|p| p.name())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    match asked {
-        Some(path) if !served.contains(&path) => Err(Error::invalid(
-            "data path",
-            format!("the target cannot serve {path}; it serves {}", names()),
-        )),
-        Some(path) => match path.flags() - kernel {
-            missing if missing.is_empty() => Ok(path),
-            missing => Err(Error::Unsupported {
-                what: format!("data path {path}"),
-                missing,
-            }),
-        },
-        None => served
-            .iter()
-            .copied()
-            .find(|p| kernel.contains(p.flags()))
-            .ok_or_else(|| Error::Unsupported {
-                what: format!("every data path the target serves ({})", names()),
-                missing: served
-                    .iter()
-                    .fold(Features::empty(), |m, p| m | (p.flags() - kernel)),
-            }),
     }
 }
 
@@ -646,47 +444,4 @@ fn wait_for_path(path: &Path, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(5));
     }
     true
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const ALL_PATHS: &[DataPath] = &[DataPath::ZeroCopy, DataPath::UserCopy, DataPath::Copy];
-
-    #[test]
-    fn auto_takes_the_targets_first_path_the_kernel_has() {
-        let k612 = Some(Features::USER_COPY | Features::USER_RECOVERY);
-        let k7 = Some(Features::USER_COPY | Features::AUTO_BUF_REG | Features::SUPPORT_ZERO_COPY);
-        let pick = |served, kernel| choose_data_path(None, served, kernel).unwrap();
-        assert_eq!(pick(ALL_PATHS, k7), DataPath::ZeroCopy);
-        assert_eq!(pick(ALL_PATHS, k612), DataPath::UserCopy);
-        // Without GET_FEATURES only copy is certain.
-        assert_eq!(pick(ALL_PATHS, None), DataPath::Copy);
-        assert_eq!(pick(&[DataPath::Copy], k7), DataPath::Copy);
-        // AUTO_BUF_REG alone is not enough: the fallback needs SUPPORT_ZERO_COPY.
-        let partial = Some(Features::AUTO_BUF_REG | Features::USER_COPY);
-        assert_eq!(pick(ALL_PATHS, partial), DataPath::UserCopy);
-    }
-
-    #[test]
-    fn a_path_the_target_or_kernel_lacks_is_refused_by_name() {
-        let k612 = Some(Features::USER_COPY);
-        let e = choose_data_path(Some(DataPath::ZeroCopy), ALL_PATHS, k612).unwrap_err();
-        let msg = e.to_string();
-        assert!(msg.contains("data path zero-copy"), "{msg}");
-        assert!(msg.contains("AUTO_BUF_REG"), "{msg}");
-        let e = choose_data_path(Some(DataPath::UserCopy), &[DataPath::Copy], k612).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "invalid data path: the target cannot serve user-copy; it serves copy"
-        );
-        // A target with no path the kernel has (a zero-copy-only one on 6.12).
-        let e = choose_data_path(None, &[DataPath::ZeroCopy], k612).unwrap_err();
-        assert!(e.to_string().contains("AUTO_BUF_REG"), "{e}");
-        assert_eq!(
-            choose_data_path(Some(DataPath::Copy), ALL_PATHS, None).unwrap(),
-            DataPath::Copy
-        );
-    }
 }

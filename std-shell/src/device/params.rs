@@ -2,19 +2,9 @@
 
 use ublk_core::abi::{Attrs, UblkParamBasic, UblkParamDiscard, UblkParamDmaAlign, UblkParams};
 
-use crate::backend::Properties;
+use crate::backend::{DiscardLimits, Properties};
 use crate::error::{Error, Result};
-
-/// DISCARD and WRITE_ZEROES limits. Sizes are in bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DiscardLimits {
-    /// Discards are in units of this many bytes (a multiple of the logical block size).
-    pub granularity: u32,
-    /// Largest DISCARD in bytes (0: no DISCARD).
-    pub max_discard_bytes: u64,
-    /// Largest WRITE_ZEROES in bytes (0: the kernel writes zeroes with plain writes).
-    pub max_write_zeroes_bytes: u64,
-}
+use crate::rules;
 
 /// What the device looks like to the block layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,16 +114,6 @@ impl Settings {
     }
 }
 
-fn block_shift(what: &'static str, bytes: u32, min: u32, max: u32) -> Result<u8> {
-    if !bytes.is_power_of_two() || bytes < min || bytes > max {
-        return Err(Error::invalid(
-            what,
-            format!("must be a power of two in {min}..={max} bytes, got {bytes}"),
-        ));
-    }
-    Ok(bytes.trailing_zeros() as u8)
-}
-
 fn sectors_u32(bytes: u64) -> u32 {
     u32::try_from(bytes >> 9).unwrap_or(u32::MAX)
 }
@@ -147,30 +127,16 @@ impl Geometry {
                 "not set, and the backend has no size of its own",
             )
         })?;
-        let lbs = u64::from(self.logical_block_size);
-        // checked_rem: a zero block size is refused here too, not divided by.
-        if size == 0 || size.checked_rem(lbs) != Some(0) {
-            return Err(Error::invalid(
-                "device size",
-                format!(
-                    "must be a non-zero multiple of the logical block size ({lbs} bytes), got {size}"
-                ),
-            ));
-        }
-        Ok(size)
+        rules::device_size(size, self.logical_block_size)
     }
 
     /// SET_PARAMS for this geometry, given the largest I/O the driver granted.
     pub fn params(&self, max_io_bytes: u32) -> Result<UblkParams> {
         let page = ublk_core::sys::page_size() as u32;
-        let lbs_shift = block_shift("logical block size", self.logical_block_size, 512, page)?;
+        let lbs_shift = rules::logical_block_size(self.logical_block_size)?.trailing_zeros() as u8;
         let pbs = self.physical_block_size.unwrap_or(self.logical_block_size);
-        let pbs_shift = block_shift(
-            "physical block size",
-            pbs,
-            self.logical_block_size,
-            256 << 20,
-        )?;
+        let pbs_shift =
+            rules::physical_block_size(pbs, self.logical_block_size)?.trailing_zeros() as u8;
         let size = self.checked_size()?;
         if self.fua && !self.volatile_cache {
             return Err(Error::invalid(

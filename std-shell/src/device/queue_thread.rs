@@ -3,9 +3,8 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::Sender;
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use ublk_core::abi::UblksrvIoDesc;
 use ublk_core::abi::uring::{
@@ -15,9 +14,14 @@ use ublk_core::{
     DataPath, Errno, Event, IoOp, OpEncoding, Queue, QueueConfig, QueueError, RingError, TagSlot,
 };
 
+use super::queues::{QueueHandle, QueueShared, Ready};
 use crate::backend::{IoContext, QueueInfo, Reply, Request, Target, TargetQueue};
 use crate::error::{Error, Result};
 use crate::os::{self, EventFd};
+
+/// How long a stopped queue waits for the driver's aborts of its fetches after the wake-up:
+/// STOP_DEV has sent them by the time the device wakes its queues, so they come at once.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What a queue thread needs to know.
 #[derive(Clone, Debug)]
@@ -39,67 +43,28 @@ pub(crate) struct QueueSpec {
     pub cpus: Vec<usize>,
 }
 
-/// Counters a queue thread keeps and anyone may read.
-#[derive(Debug, Default)]
-pub(crate) struct QueueStats {
-    /// Requests by operation: read, write, flush, discard, write-zeroes, other.
-    pub ops: [AtomicU64; 6],
-    /// Requests answered with an error.
-    pub errors: AtomicU64,
-    /// Refused tag transitions and completions the queue could not place.
-    pub anomalies: AtomicU64,
-    /// Zero copy: requests whose pages the driver could not register, registered by hand.
-    pub buffer_fallbacks: AtomicU64,
-    /// Zero copy: registrations by hand the driver refused.
-    pub buffer_errors: AtomicU64,
-    /// The queue ended because the driver aborted every tag (the device was stopped).
-    pub ended_by_abort: AtomicBool,
-}
-
-impl QueueStats {
-    fn count(&self, op: IoOp) {
-        let i = match op {
-            IoOp::Read => 0,
-            IoOp::Write => 1,
-            IoOp::Flush => 2,
-            IoOp::Discard => 3,
-            IoOp::WriteZeroes => 4,
-            _ => 5,
-        };
-        self.ops[i].fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// A running queue thread, as the device sees it.
-#[derive(Debug)]
-pub(crate) struct QueueHandle {
-    pub thread: Option<JoinHandle<Result<()>>>,
-    pub wake: EventFd,
-    pub stats: Arc<QueueStats>,
-}
-
-/// Starts queue `spec.q_id`'s thread. It reports on `ready` once its fetches are submitted
+/// Starts queue `spec.q_id`'s thread. It reports to `ready` once its fetches are submitted
 /// (or why it could not get there).
 pub(crate) fn spawn<T: Target>(
     spec: QueueSpec,
     target: Arc<T>,
     char_dev: Arc<OwnedFd>,
-    ready: Sender<(u16, Result<()>)>,
+    ready: Arc<Ready>,
 ) -> Result<QueueHandle> {
     let wake = EventFd::new()
         .map_err(|e| Error::io(format!("creating queue {}'s stop eventfd", spec.q_id), e))?;
     let wake_fd = wake.raw();
-    let stats = Arc::new(QueueStats::default());
-    let thread_stats = Arc::clone(&stats);
+    let shared = Arc::new(QueueShared::default());
+    let thread_shared = Arc::clone(&shared);
     let name = format!("ublk{}q{}", spec.dev_id, spec.q_id);
     let thread = std::thread::Builder::new()
         .name(name.clone())
-        .spawn(move || run(spec, &*target, char_dev, wake_fd, &thread_stats, ready))
+        .spawn(move || run(spec, &*target, char_dev, wake_fd, &thread_shared, &ready))
         .map_err(|e| Error::io(format!("spawning thread {name}"), e))?;
     Ok(QueueHandle {
         thread: Some(thread),
         wake,
-        stats,
+        shared,
     })
 }
 
@@ -108,8 +73,8 @@ fn run<T: Target>(
     target: &T,
     char_dev: Arc<OwnedFd>,
     wake_fd: libc::c_int,
-    stats: &QueueStats,
-    ready: Sender<(u16, Result<()>)>,
+    shared: &QueueShared,
+    ready: &Ready,
 ) -> Result<()> {
     let fail = |reason: String| Error::Queue {
         dev_id: spec.dev_id,
@@ -120,7 +85,13 @@ fn run<T: Target>(
     let slots: Vec<TagSlot> = (0..spec.depth).map(|_| TagSlot::NEW).collect();
     let mut files = vec![char_dev.as_raw_fd()];
     let setup = (|| {
-        os::set_io_flusher().map_err(|e| fail(format!("PR_SET_IO_FLUSHER: {e}")))?;
+        // Best effort, as ublksrv: without CAP_SYS_RESOURCE (many containers) the queue still
+        // serves, and the device says once why it may stall under memory pressure.
+        let warning = os::set_io_flusher().err().map(|e| {
+            format!(
+                "the queue threads are not I/O flushers (PR_SET_IO_FLUSHER: {e}; it needs CAP_SYS_RESOURCE): under memory pressure, writing dirty pages to this device may wait for the device itself"
+            )
+        });
         let allowed =
             os::allowed_cpus().map_err(|e| fail(format!("reading the thread's CPU mask: {e}")))?;
         if let Some(cpu) = pinned_cpu(&spec.cpus, &allowed) {
@@ -144,26 +115,27 @@ fn run<T: Target>(
             queue.submit()
         })()
         .map_err(|e| fail(format!("setting up: {e}")))?;
-        Ok((queue, target_queue))
+        Ok((queue, target_queue, warning))
     })();
     let (mut queue, mut target_queue) = match setup {
-        Ok(parts) => parts,
+        Ok((queue, target_queue, warning)) => {
+            ready.report(Ok(warning));
+            (queue, target_queue)
+        }
         Err(e) => {
             // The device learns why from `ready`; the join result need not say it twice.
-            let _ = ready.send((spec.q_id, Err(e)));
+            ready.report(Err(e));
             return Ok(());
         }
     };
-    let _ = ready.send((spec.q_id, Ok(())));
-    drop(ready);
 
-    let result = serve(&mut queue, &mut target_queue, stats, &spec);
+    let result = serve(&mut queue, &mut target_queue, shared, &spec);
     let anomalies = queue.tags().invalid_transitions() + queue.unexpected_completions();
-    stats.anomalies.store(anomalies, Ordering::Relaxed);
-    stats
+    shared.anomalies.store(anomalies, Ordering::Relaxed);
+    shared
         .buffer_fallbacks
         .store(queue.buffer_fallbacks(), Ordering::Relaxed);
-    stats
+    shared
         .buffer_errors
         .store(queue.buffer_errors(), Ordering::Relaxed);
     // The queue (and its ring, which holds /dev/ublkcN too) goes before our reference to
@@ -244,77 +216,137 @@ pub(super) fn decode(
     })
 }
 
+/// What the loop does after an event.
+enum Flow {
+    /// Go on.
+    Next,
+    /// The stop signal fired.
+    Woken,
+}
+
 /// The loop: one `io_uring_enter` sends the answers and waits; then every completion is
-/// handled. Ends when every tag is aborted (the device stopped) or the stop signal fires.
+/// handled. Ends when every tag is aborted (the device stopped) or the stop signal fires
+/// (after the driver's aborts, if STOP_DEV sent them: see [`drain`]).
 fn serve<Q: TargetQueue>(
     queue: &mut Queue<'_>,
     target: &mut Q,
-    stats: &QueueStats,
+    shared: &QueueShared,
     spec: &QueueSpec,
 ) -> std::result::Result<(), String> {
     let mut failure: Option<QueueError> = None;
-    let buf_len = spec.buf_bytes as usize;
+    let mut woken = false;
     loop {
         queue.wait().map_err(|e| format!("waiting for I/O: {e}"))?;
         while let Some(event) = queue.next_event() {
-            match event {
-                Event::Request { tag, desc } => {
-                    let reply = match decode(tag, &desc, buf_len, spec.dev_bytes) {
-                        Ok(req) => {
-                            stats.count(req.op);
-                            target.serve(
-                                &req,
-                                &mut IoContext::new(queue, &mut failure, &stats.errors),
-                            )
-                        }
-                        Err(errno) => {
-                            if let Ok(op) = desc.op() {
-                                stats.count(op);
-                            }
-                            Reply::Done(errno)
-                        }
-                    };
-                    if let Reply::Done(result) = reply {
-                        if result < 0 {
-                            stats.errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                        if let Err(e) = queue.complete(tag, result) {
-                            failure.get_or_insert(e);
-                        }
-                    }
-                }
-                Event::TargetDone {
-                    tag,
-                    cookie,
-                    result,
-                    ..
-                } => target.op_done(
-                    tag,
-                    cookie,
-                    result,
-                    &mut IoContext::new(queue, &mut failure, &stats.errors),
-                ),
-                Event::Refused { tag, cmd, errno } => {
-                    // The driver may still hold the tag's request; ending the queue closes the
-                    // ring, which makes the driver fail it instead of leaving it hanging.
-                    return Err(format!("the driver refused {cmd} for tag {tag}: {errno}"));
-                }
-                Event::Wake => return Ok(()),
-                Event::Aborted { .. } | Event::Unexpected { .. } => {}
-            }
-            if let Some(e) = failure.take() {
-                return Err(format!("serving I/O: {e}"));
+            if let Flow::Woken = handle(event, queue, target, shared, spec, &mut failure)? {
+                woken = true;
             }
         }
         // Zero copy's counters, for anyone watching while the device runs.
-        stats
+        shared
             .buffer_fallbacks
             .store(queue.buffer_fallbacks(), Ordering::Relaxed);
         if queue.is_finished() {
-            stats.ended_by_abort.store(true, Ordering::Release);
+            shared.ended_by_abort.store(true, Ordering::Release);
             return Ok(());
         }
+        if woken {
+            return drain(queue, target, shared, spec, &mut failure);
+        }
     }
+}
+
+/// Handles one event of the queue's loop.
+#[inline]
+fn handle<Q: TargetQueue>(
+    event: Event,
+    queue: &mut Queue<'_>,
+    target: &mut Q,
+    shared: &QueueShared,
+    spec: &QueueSpec,
+    failure: &mut Option<QueueError>,
+) -> std::result::Result<Flow, String> {
+    match event {
+        Event::Request { tag, desc } => {
+            let reply = match decode(tag, &desc, spec.buf_bytes as usize, spec.dev_bytes) {
+                Ok(req) => {
+                    shared.count(req.op);
+                    target.serve(&req, &mut IoContext::new(queue, failure, &shared.errors))
+                }
+                Err(errno) => {
+                    if let Ok(op) = desc.op() {
+                        shared.count(op);
+                    }
+                    Reply::Done(errno)
+                }
+            };
+            if let Reply::Done(result) = reply {
+                if result < 0 {
+                    shared.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Err(e) = queue.complete(tag, result) {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        Event::TargetDone {
+            tag,
+            cookie,
+            result,
+            ..
+        } => target.op_done(
+            tag,
+            cookie,
+            result,
+            &mut IoContext::new(queue, failure, &shared.errors),
+        ),
+        Event::Refused { tag, cmd, errno } => {
+            // The driver may still hold the tag's request; ending the queue closes the ring,
+            // which makes the driver fail it instead of leaving it hanging.
+            return Err(format!("the driver refused {cmd} for tag {tag}: {errno}"));
+        }
+        Event::Wake => return Ok(Flow::Woken),
+        Event::Aborted { .. } | Event::Unexpected { .. } => {}
+    }
+    match failure.take() {
+        Some(e) => Err(format!("serving I/O: {e}")),
+        None => Ok(Flow::Next),
+    }
+}
+
+/// After the stop signal, when the device sent STOP_DEV: takes the driver's aborts of the
+/// fetches still out (and what the target's own operations still complete), for at most
+/// [`DRAIN_TIMEOUT`], so that the queue ends with nothing outstanding and frees its buffers
+/// (a queue that ends with commands out must leave them mapped: the kernel may still write
+/// them).
+fn drain<Q: TargetQueue>(
+    queue: &mut Queue<'_>,
+    target: &mut Q,
+    shared: &QueueShared,
+    spec: &QueueSpec,
+    failure: &mut Option<QueueError>,
+) -> std::result::Result<(), String> {
+    if !shared.drain_on_wake.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while queue.outstanding() > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero()
+            || !queue
+                .wait_timeout(left)
+                .map_err(|e| format!("waiting for the driver's aborts: {e}"))?
+        {
+            break;
+        }
+        while let Some(event) = queue.next_event() {
+            handle(event, queue, target, shared, spec, failure)?;
+        }
+    }
+    if queue.is_finished() {
+        shared.ended_by_abort.store(true, Ordering::Release);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

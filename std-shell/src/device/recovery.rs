@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use ublk_core::abi::{Attrs, ParamTypes, UblkParams};
 use ublk_core::{DataPath, DevState, Errno, Features};
 
-use super::{Device, DeviceBuilder, NODE_TIMEOUT, Settings, wait_for_path};
+use super::params::Settings;
+use super::{Device, DeviceBuilder};
 use crate::backend::{Backend, Blocking, Target};
 use crate::control::DeviceInfo;
 use crate::error::{Error, Result};
+use crate::rules;
 use crate::signal::process_alive;
 
 /// What the driver does with a device whose server exits without stopping it (a crash, a
@@ -101,21 +103,20 @@ pub(crate) fn served_geometry(params: &UblkParams) -> std::result::Result<Served
         return Err("they have no basic part (size and block sizes)".into());
     }
     let basic = &params.basic;
-    let page_shift = ublk_core::sys::page_size().trailing_zeros();
     let shift = u32::from(basic.logical_bs_shift);
-    if !(9..=page_shift).contains(&shift) {
-        return Err(format!(
-            "logical block size 2^{shift} is outside 512 bytes..=the page size"
-        ));
-    }
-    let logical_block_size = 1u32 << shift;
+    let logical_block_size = 1u32
+        .checked_shl(shift)
+        .filter(|&bytes| rules::logical_block_size(bytes).is_ok())
+        .ok_or_else(|| {
+            format!("logical block size 2^{shift} is outside 512 bytes..=the page size")
+        })?;
     let size = basic.dev_sectors.checked_mul(512).ok_or_else(|| {
         format!(
             "{} sectors is more bytes than fit 64 bits",
             basic.dev_sectors
         )
     })?;
-    if size == 0 || size % u64::from(logical_block_size) != 0 {
+    if rules::device_size(size, logical_block_size).is_err() {
         return Err(format!(
             "size {size} bytes is not a non-zero multiple of the logical block size {logical_block_size}"
         ));
@@ -197,20 +198,18 @@ impl DeviceBuilder {
 
         start_recovery(&mut ctrl, id, info)?;
         let size_limit = properties.size.unwrap_or(served.size);
-        let mut device = Device::new(info, ctrl, size_limit);
+        let mut device = Device::recovering(info, ctrl, size_limit);
         device.force_buffer_fallback = self.force_buffer_fallback;
         let attached = device
             .serve_queues(Arc::new(target))
             .and_then(|()| device.ctrl.end_user_recovery(id, ublk_core::sys::getpid()));
         if let Err(e) = attached {
-            // Not deleted: the device waits for another server, with its I/O and data.
-            device.finished = true;
-            let _ = device.end_queues();
+            // Not deleted: ending a recovering device leaves it waiting for another server,
+            // with its I/O and data.
+            let _ = device.shut_down();
             return Err(e);
         }
-        device.info = device.ctrl.info(id).unwrap_or(info);
-        device.started = true;
-        wait_for_path(&device.block_dev_path(), NODE_TIMEOUT);
+        device.recovered();
         Ok(device)
     }
 }

@@ -36,6 +36,7 @@ use super::proto::{
 use super::staging::Staging;
 use super::target::NbdOptions;
 use crate::backend::{IoContext, IoFlags, QueueInfo, Reply, Request, TargetQueue};
+use crate::os;
 
 /// Bytes of replies received at once while only small requests are in flight.
 const STAGING: usize = 64 << 10;
@@ -620,8 +621,9 @@ impl NbdQueue {
         if !matches!(self.link, Link::Up) {
             return;
         }
-        // SAFETY: shutdown takes plain integers; `fd` is our stream's, still open.
-        unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+        if let Some(stream) = &self.stream {
+            os::shutdown_socket(stream);
+        }
         self.links[usize::from(self.id)].set(Some(format!(
             "lost ({why}) on the connection to {}; finishing what was under way",
             self.server()
@@ -831,9 +833,8 @@ impl Drop for NbdQueue {
             let mut s = stream;
             let _ = s.write_all(&disc);
         }
-        if self.fd >= 0 {
-            // SAFETY: shutdown takes plain integers; `fd` is our stream's, still open.
-            unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+        if let Some(stream) = &self.stream {
+            os::shutdown_socket(stream);
         }
         if self.chain > 0 || self.receiving > 0 || self.timer_out {
             // The ring is gone, but the kernel may still complete an operation into this

@@ -7,13 +7,16 @@ use std::path::Path;
 
 use ublk_core::testing::{Prng, fuzz};
 
-use super::rules::{Model, model, number_rule, size_rule};
-use crate::add::{self, AddOptions};
-use crate::args::{self, HELP, Opt, Parsed, Usage};
-use crate::del::{self, DelOptions};
-use crate::target::Kind;
-use crate::{FEATURES_OPTS, MAX_DEVICE_ID, list, quiesce, recover, resize};
+use super::rules::{Model, Spec, model, number_rule, size_rule};
+use crate::cmd::add::{self, AddOpt, AddOptions};
+use crate::cmd::del::{self, DelOpt, DelOptions};
+use crate::cmd::{features, list, quiesce, recover, resize};
+use crate::server::target::Kind;
+use crate::support::options::{self, Opt, Parsed, Usage};
+use ublk::rules::MAX_DEVICE_ID;
 use ublk::{DataPath, Recovery};
+
+const MAX_ID: u64 = MAX_DEVICE_ID as u64;
 
 /// Values for any option: valid ones, the edges of every range the commands check, and
 /// things no option takes.
@@ -124,7 +127,7 @@ fn value(p: &mut Prng) -> String {
     match p.below(4) {
         0 => p.interesting_u64().to_string(),
         1 => {
-            let edge = *p.pick(&[512, 4096, 1 << 20, 32 << 20, MAX_DEVICE_ID, 3600, 4096]);
+            let edge = *p.pick(&[512, 4096, 1 << 20, 32 << 20, MAX_ID, 3600, 4096]);
             p.near(edge, 2).to_string()
         }
         2 => format!(
@@ -137,7 +140,7 @@ fn value(p: &mut Prng) -> String {
 }
 
 /// One spelling of option `o`, with a value if it takes one: the tokens it adds.
-fn option_tokens(p: &mut Prng, o: &Opt) -> Vec<String> {
+fn option_tokens(p: &mut Prng, o: &Spec) -> Vec<String> {
     let v = value(p);
     let short = o.short.filter(|_| p.bool());
     match (o.value, short) {
@@ -155,15 +158,16 @@ fn option_tokens(p: &mut Prng, o: &Opt) -> Vec<String> {
 }
 
 /// A command line for a command taking `opts`, starting with `prefix`.
-fn command_line(p: &mut Prng, opts: &[Opt], prefix: Vec<String>) -> Vec<String> {
-    let others: Vec<Opt> = [
-        add::OPTS,
-        del::OPTS,
-        list::OPTS,
-        FEATURES_OPTS,
-        recover::OPTS,
-        quiesce::OPTS,
-        resize::OPTS,
+fn command_line<K>(p: &mut Prng, opts: &[Opt<K>], prefix: Vec<String>) -> Vec<String> {
+    let opts = Spec::all(opts);
+    let others: Vec<Spec> = [
+        Spec::all(add::OPTS),
+        Spec::all(del::OPTS),
+        Spec::all(list::OPTS),
+        Spec::all(features::OPTS),
+        Spec::all(recover::OPTS),
+        Spec::all(quiesce::OPTS),
+        Spec::all(resize::OPTS),
     ]
     .concat()
     .into_iter()
@@ -178,10 +182,10 @@ fn command_line(p: &mut Prng, opts: &[Opt], prefix: Vec<String>) -> Vec<String> 
                 let o = *p.pick(&others);
                 line.extend(option_tokens(p, &o));
             }
-            3 if p.chance(1, 4) => line.extend(option_tokens(p, &HELP)),
+            3 if p.chance(1, 4) => line.extend(option_tokens(p, &Spec::HELP)),
             4 => line.push("--".into()),
             _ => {
-                let o = *p.pick(opts);
+                let o = *p.pick(&opts);
                 line.extend(option_tokens(p, &o));
             }
         }
@@ -191,30 +195,34 @@ fn command_line(p: &mut Prng, opts: &[Opt], prefix: Vec<String>) -> Vec<String> 
 
 /// Parses `line` and checks the result against the model; returns the parse if it is one
 /// a command would go on with.
-fn parse_checked(command: &str, opts: &[Opt], line: &[String]) -> Option<Parsed> {
-    let want = model(opts, line);
-    let got = args::parse(command, opts, line);
+fn parse_checked<K: Copy + PartialEq + std::fmt::Debug>(
+    command: &str,
+    opts: &[Opt<K>],
+    line: &[String],
+) -> Option<Parsed<K>> {
+    let want = model(&Spec::all(opts), line);
+    let got = options::parse(command, opts, line);
     match (&want, got) {
         (Model::Refused, Err(Usage(msg))) => {
             assert!(!msg.is_empty() && !msg.contains('\n'), "{msg:?}");
             None
         }
         (Model::Help, Ok(p)) => {
-            assert!(p.flag("help"), "{line:?}");
+            assert!(p.help, "{line:?}");
             None
         }
         (Model::Given(given), Ok(p)) => {
             for o in opts {
                 let g = given.iter().find(|(long, _)| *long == o.long);
-                assert_eq!(p.flag(o.long), g.is_some(), "--{} in {line:?}", o.long);
+                assert_eq!(p.flag(o.key), g.is_some(), "--{} in {line:?}", o.long);
                 assert_eq!(
-                    p.value(o.long),
+                    p.value(o.key),
                     g.and_then(|(_, v)| v.as_deref()),
                     "--{} in {line:?}",
                     o.long
                 );
             }
-            assert!(!p.flag("help"));
+            assert!(!p.help);
             Some(p)
         }
         (want, got) => panic!("{line:?}: the getopt rules say {want:?}, parse gave {got:?}"),
@@ -246,18 +254,18 @@ fn fuzz_add_accepts_only_what_its_rules_allow() {
         let Some(parsed) = parse_checked("add", add::OPTS, &line) else {
             return;
         };
-        let v = |long| parsed.value(long);
+        let v = |key| parsed.value(key);
         let page = page();
         let mut faults = Vec::new();
-        let kind = v("type").and_then(Kind::from_name);
+        let kind = v(AddOpt::Type).and_then(Kind::from_name);
         if kind.is_none() {
             faults.push("type");
         }
-        let size = v("size").map(size_rule);
+        let size = v(AddOpt::Size).map(size_rule);
         if size.is_some_and(|s| !s.is_some_and(|s| s > 0 && s % 512 == 0)) {
             faults.push("size");
         }
-        let lbs = v("logical-block-size").map(size_rule);
+        let lbs = v(AddOpt::LogicalBlockSize).map(size_rule);
         if lbs.is_some_and(|n| !n.is_some_and(|n| n.is_power_of_two() && (512..=page).contains(&n)))
         {
             faults.push("logical-block-size");
@@ -268,7 +276,7 @@ fn fuzz_add_accepts_only_what_its_rules_allow() {
         {
             faults.push("size");
         }
-        let file = v("file");
+        let file = v(AddOpt::File);
         if file == Some("") {
             faults.push("file");
         }
@@ -277,23 +285,23 @@ fn fuzz_add_accepts_only_what_its_rules_allow() {
             Some(Kind::Null | Kind::Mem) if file.is_some() => faults.push("file"),
             _ => {}
         }
-        if kind.is_some_and(|k| k != Kind::Loop) && parsed.flag("buffered") {
+        if kind.is_some_and(|k| k != Kind::Loop) && parsed.flag(AddOpt::Buffered) {
             faults.push("buffered");
         }
         if kind == Some(Kind::Mem) && size.is_none() {
             faults.push("size");
         }
         let numbers = [
-            ("number", 0..=MAX_DEVICE_ID),
-            ("queues", 1..=4096),
-            ("depth", 1..=4096),
+            (AddOpt::Number, "number", 0..=MAX_ID),
+            (AddOpt::Queues, "queues", 1..=4096),
+            (AddOpt::Depth, "depth", 1..=4096),
         ];
-        for (long, range) in numbers {
-            if v(long).is_some_and(|t| number_rule(t, range).is_none()) {
+        for (key, long, range) in numbers {
+            if v(key).is_some_and(|t| number_rule(t, range).is_none()) {
                 faults.push(long);
             }
         }
-        let recovery = match (parsed.flag("recovery"), v("recovery")) {
+        let recovery = match (parsed.flag(AddOpt::Recovery), v(AddOpt::Recovery)) {
             (false, _) => Some(Recovery::Off),
             (true, None) => Some(Recovery::Reissue),
             (true, Some("reissue")) => Some(Recovery::Reissue),
@@ -307,14 +315,14 @@ fn fuzz_add_accepts_only_what_its_rules_allow() {
             faults.push("recovery");
         }
         // "auto" is the default spelt out; the paths by their names.
-        let data_path = v("data-path").map(|t| match t {
+        let data_path = v(AddOpt::DataPath).map(|t| match t {
             "auto" => Some(None),
             t => DataPath::from_name(t).map(Some),
         });
         if data_path.is_some_and(|d| d.is_none()) {
             faults.push("data-path");
         }
-        let max_io = v("max-io-size").map(size_rule);
+        let max_io = v(AddOpt::MaxIoSize).map(size_rule);
         if max_io
             .is_some_and(|n| !n.is_some_and(|n| n % page == 0 && (page..=32 << 20).contains(&n)))
         {
@@ -332,22 +340,22 @@ fn fuzz_add_accepts_only_what_its_rules_allow() {
                 assert_eq!(t.logical_block_size.map(u64::from), lbs.flatten());
                 assert_eq!(
                     (t.buffered, t.read_only),
-                    (parsed.flag("buffered"), parsed.flag("ro"))
+                    (parsed.flag(AddOpt::Buffered), parsed.flag(AddOpt::ReadOnly))
                 );
                 assert_eq!(
                     o.id.map(u64::from),
-                    v("number").and_then(|t| number_rule(t, 0..=MAX_DEVICE_ID))
+                    v(AddOpt::Number).and_then(|t| number_rule(t, 0..=MAX_ID))
                 );
                 assert_eq!(
                     o.queues.map(u64::from),
-                    v("queues").and_then(|t| number_rule(t, 1..=4096))
+                    v(AddOpt::Queues).and_then(|t| number_rule(t, 1..=4096))
                 );
                 assert_eq!(
                     o.depth.map(u64::from),
-                    v("depth").and_then(|t| number_rule(t, 1..=4096))
+                    v(AddOpt::Depth).and_then(|t| number_rule(t, 1..=4096))
                 );
                 assert_eq!(o.max_io_size.map(u64::from), max_io.flatten());
-                assert_eq!(o.foreground, parsed.flag("foreground"));
+                assert_eq!(o.foreground, parsed.flag(AddOpt::Foreground));
                 assert_eq!(Some(o.recovery), recovery);
                 assert_eq!(t.data_path, data_path.flatten().flatten());
             }
@@ -372,12 +380,14 @@ fn fuzz_del_accepts_one_device_or_all_with_a_bounded_timeout() {
             return;
         };
         let id = parsed
-            .value("number")
-            .map(|t| number_rule(t, 0..=MAX_DEVICE_ID));
-        let timeout = parsed.value("timeout").map(|t| number_rule(t, 1..=3600));
+            .value(DelOpt::Number)
+            .map(|t| number_rule(t, 0..=MAX_ID));
+        let timeout = parsed
+            .value(DelOpt::Timeout)
+            .map(|t| number_rule(t, 1..=3600));
         let valid = id.is_none_or(|i| i.is_some())
             && timeout.is_none_or(|t| t.is_some())
-            && (id.is_some() != parsed.flag("all"));
+            && (id.is_some() != parsed.flag(DelOpt::All));
         match DelOptions::from_args(&parsed) {
             Ok(o) => {
                 assert!(valid, "{line:?} accepted");
@@ -395,20 +405,21 @@ fn fuzz_del_accepts_one_device_or_all_with_a_bounded_timeout() {
 #[test]
 fn fuzz_recover_quiesce_and_resize_need_a_device_and_valid_values() {
     fuzz(1500, |p| {
-        let id = |parsed: &Parsed| {
-            parsed
-                .value("number")
-                .and_then(|t| number_rule(t, 0..=MAX_DEVICE_ID))
-        };
+        let id = |text: Option<&str>| text.and_then(|t| number_rule(t, 0..=MAX_ID));
         let line = command_line(p, recover::OPTS, Vec::new());
         if let Some(parsed) = parse_checked("recover", recover::OPTS, &line) {
-            let got = recover::device_id(&parsed).ok().map(u64::from);
-            assert_eq!(got, id(&parsed), "recover {line:?}");
+            let got = options::required_device(&parsed, recover::RecoverOpt::Number)
+                .ok()
+                .map(u64::from);
+            let want = id(parsed.value(recover::RecoverOpt::Number));
+            assert_eq!(got, want, "recover {line:?}");
         }
         let line = command_line(p, quiesce::OPTS, Vec::new());
         if let Some(parsed) = parse_checked("quiesce", quiesce::OPTS, &line) {
-            let timeout = parsed.value("timeout").map(|t| number_rule(t, 1..=3600));
-            let want = match (id(&parsed), timeout) {
+            let timeout = parsed
+                .value(quiesce::QuiesceOpt::Timeout)
+                .map(|t| number_rule(t, 1..=3600));
+            let want = match (id(parsed.value(quiesce::QuiesceOpt::Number)), timeout) {
                 (Some(id), None) => Some((id, 30)),
                 (Some(id), Some(Some(t))) => Some((id, t)),
                 _ => None,
@@ -421,10 +432,10 @@ fn fuzz_recover_quiesce_and_resize_need_a_device_and_valid_values() {
         let line = command_line(p, resize::OPTS, Vec::new());
         if let Some(parsed) = parse_checked("resize", resize::OPTS, &line) {
             let size = parsed
-                .value("size")
+                .value(resize::ResizeOpt::Size)
                 .and_then(size_rule)
                 .filter(|&s| s > 0 && s % 512 == 0);
-            let want = id(&parsed).zip(size);
+            let want = id(parsed.value(resize::ResizeOpt::Number)).zip(size);
             let got = resize::options(&parsed)
                 .ok()
                 .map(|(id, s)| (u64::from(id), s));
@@ -438,15 +449,15 @@ fn fuzz_list_and_features_lines_parse_by_the_getopt_rules() {
     fuzz(1500, |p| {
         let line = command_line(p, list::OPTS, Vec::new());
         if let Some(parsed) = parse_checked("list", list::OPTS, &line)
-            && let Some(text) = parsed.value("number")
+            && let Some(text) = parsed.value(list::ListOpt::Number)
         {
             // What `ublk list -n` checks before asking the driver.
-            let got = args::number::<u32>(text, "device id", 0..=MAX_DEVICE_ID);
-            let want = number_rule(text, 0..=MAX_DEVICE_ID);
+            let got = options::device_id(text);
+            let want = number_rule(text, 0..=MAX_ID);
             assert_eq!(got.ok().map(u64::from), want, "{text:?}");
         }
-        let line = command_line(p, FEATURES_OPTS, Vec::new());
-        parse_checked("features", FEATURES_OPTS, &line);
+        let line = command_line(p, features::OPTS, Vec::new());
+        parse_checked("features", features::OPTS, &line);
     });
 }
 
@@ -463,13 +474,13 @@ fn fuzz_size_and_number_parsers_follow_their_documented_syntax() {
                 format!("{zeros}{}{suffix}", p.interesting_u64())
             }
         };
-        let size = args::size(&text);
+        let size = options::size(&text);
         assert_eq!(size.clone().ok(), size_rule(&text), "size {text:?}");
-        let sectors = args::sectors(&text).ok();
+        let sectors = options::sectors(&text).ok();
         let want = size_rule(&text).filter(|&n| n > 0 && n % 512 == 0);
         assert_eq!(sectors, want, "sectors {text:?}");
         let range = p.range(0..=5000)..=p.range(5000..=u64::MAX);
-        let got = args::number::<u64>(&text, "n", range.clone()).ok();
+        let got = options::number::<u64>(&text, "n", range.clone()).ok();
         assert_eq!(got, number_rule(&text, range), "number {text:?}");
         if let Err(e) = size {
             assert!(e.contains(&format!("'{text}'")), "names the text: {e:?}");
@@ -485,32 +496,33 @@ fn fuzz_human_sizes_round_to_what_they_say() {
             1 => p.interesting(20) << (10 * p.below(5)),
             _ => p.next_u64() >> p.below(64),
         };
-        let text = crate::human_size(bytes);
+        let text = crate::support::output::human_size(bytes);
         let (number, unit) = text.split_once(' ').expect("number and unit");
-        let scale = match unit {
-            "B" => 1u64,
-            "KiB" => 1 << 10,
-            "MiB" => 1 << 20,
-            "GiB" => 1 << 30,
-            "TiB" => 1 << 40,
+        let shift = match unit {
+            "B" => 0,
+            "KiB" => 10,
+            "MiB" => 20,
+            "GiB" => 30,
+            "TiB" => 40,
             other => panic!("unit {other:?} in {text:?}"),
         };
-        match number.parse::<u64>() {
+        let bytes = u128::from(bytes);
+        match number.split_once('.') {
             // A whole number: exact.
-            Ok(n) => assert_eq!(
-                u128::from(n) * u128::from(scale),
-                u128::from(bytes),
-                "{text}"
-            ),
-            // One decimal: within half a tenth of the unit (plus float error).
-            Err(_) => {
-                let shown: f64 = number.parse().expect("a decimal");
-                let err = (shown * scale as f64 - bytes as f64).abs();
-                assert!(err <= 0.051 * scale as f64, "{bytes} shown as {text}");
+            None => {
+                let n: u128 = number.parse().expect("digits");
+                assert_eq!(n << shift, bytes, "{text}");
+            }
+            // One decimal, rounded down: the size lies in [shown, shown + a tenth).
+            Some((whole, tenth)) => {
+                assert_eq!(tenth.len(), 1, "{text}");
+                let tenths: u128 = format!("{whole}{tenth}").parse().expect("digits");
+                assert!(shift > 0, "{bytes} shown as {text}");
                 assert!(
-                    bytes >= 1024 && bytes % scale != 0,
+                    tenths << shift <= bytes * 10 && bytes * 10 < (tenths + 1) << shift,
                     "{bytes} shown as {text}"
                 );
+                assert_ne!(bytes % (1 << shift), 0, "{bytes} shown as {text}");
             }
         }
     });

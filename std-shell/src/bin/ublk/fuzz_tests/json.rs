@@ -6,7 +6,7 @@
 use ublk_core::testing::{Prng, fuzz};
 
 use super::rfc8259::{MAX_DEPTH, is_json};
-use crate::json::{self, Value};
+use ublk::json::{self, Value};
 
 /// Characters for strings: the ones the printer escapes, multi-byte ones, and the rest.
 pub(super) fn string_value(p: &mut Prng) -> String {

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use ublk_core::testing::{Prng, fuzz};
 
 use super::json::{number_text, string_value, value};
-use crate::json::{self, Value};
-use crate::state::Record;
-use crate::target::{Kind, TargetSpec};
+use crate::server::records::{Fingerprint, Record};
+use crate::server::target::{Kind, TargetSpec};
 use ublk::DataPath;
+use ublk::json::{self, Value};
 
 fn record(p: &mut Prng) -> Record {
     let kind = *p.pick(&Kind::ALL);
@@ -29,14 +29,24 @@ fn record(p: &mut Prng) -> Record {
         },
         direct_io: p.bool().then(|| p.bool()),
         capacity: p.bool().then(|| p.interesting_u64()),
+        device: Fingerprint {
+            flags: p.interesting_u64(),
+            queues: p.interesting_u32() as u16,
+            depth: p.interesting_u32() as u16,
+            max_io_bytes: p.interesting_u32(),
+            sysfs_inode: p.bool().then(|| p.interesting_u64()),
+            node_inode: p.bool().then(|| p.interesting_u64()),
+        },
     }
 }
 
-/// What a record's JSON must hold, written from the format: an object with `format` 1; a
+/// What a record's JSON must hold, written from the format: an object with `format` 2; a
 /// known `target`; `id` a u32 and `pid` an i32, both plain integers; `buffered` and
 /// `read_only` booleans; and, each either missing or null, `file` a string, `size` a u64,
 /// `logical_block_size` a u32, `direct_io` a boolean, `capacity` a u64 and `data_path` one of
-/// the path names. The first of repeated keys counts.
+/// the path names; and `device`, an object with `flags` a u64, `queues` and `depth` u16s,
+/// `max_io_size` a u32, and `sysfs_inode` and `node_inode` u64s or null (or missing). The
+/// first of repeated keys counts.
 fn record_rule(v: &Value) -> Option<Record> {
     let Value::Object(members) = v else {
         return None;
@@ -64,7 +74,7 @@ fn record_rule(v: &Value) -> Option<Record> {
         Value::Bool(b) => Some(*b),
         _ => None,
     };
-    if unsigned(get("format")?)? != 1 {
+    if unsigned(get("format")?)? != 2 {
         return None;
     }
     let kind = match get("target")? {
@@ -102,6 +112,22 @@ fn record_rule(v: &Value) -> Option<Record> {
         ),
         Some(_) => return None,
     };
+    let Value::Object(device) = get("device")? else {
+        return None;
+    };
+    let dev = |key: &str| device.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+    let dev_optional = |key: &str| match dev(key) {
+        None | Some(Value::Null) => Some(None),
+        Some(v) => Some(Some(u64::try_from(unsigned(v)?).ok()?)),
+    };
+    let fingerprint = Fingerprint {
+        flags: u64::try_from(unsigned(dev("flags")?)?).ok()?,
+        queues: u16::try_from(unsigned(dev("queues")?)?).ok()?,
+        depth: u16::try_from(unsigned(dev("depth")?)?).ok()?,
+        max_io_bytes: u32::try_from(unsigned(dev("max_io_size")?)?).ok()?,
+        sysfs_inode: dev_optional("sysfs_inode")?,
+        node_inode: dev_optional("node_inode")?,
+    };
     Some(Record {
         id: u32::try_from(unsigned(get("id")?)?).ok()?,
         pid: i32::try_from(integer(get("pid")?)?).ok()?,
@@ -116,6 +142,7 @@ fn record_rule(v: &Value) -> Option<Record> {
         },
         direct_io,
         capacity,
+        device: fingerprint,
     })
 }
 
@@ -164,6 +191,7 @@ fn fuzz_records_round_trip_and_bad_fields_are_refused() {
         "logical_block_size",
         "direct_io",
         "capacity",
+        "device",
     ];
     fuzz(1000, |p| {
         let r = record(p);

@@ -1,8 +1,36 @@
 //! The command line's documented rules, written from the documentation rather than from the
-//! parsers: getopt_long's treatment of each word (`args::parse`), and the syntax of sizes
-//! (`args::size`) and whole numbers (`args::number`).
+//! parsers: getopt_long's treatment of each word (`options::parse`), and the syntax of sizes
+//! (`options::size`) and whole numbers (`options::number`).
 
-use crate::args::{HELP, Opt};
+use crate::support::options::{HELP, Opt};
+
+/// An option as the getopt rules see it: its spellings and whether it takes a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Spec {
+    pub short: Option<char>,
+    pub long: &'static str,
+    pub value: Option<&'static str>,
+}
+
+impl Spec {
+    /// `-h, --help`.
+    pub const HELP: Spec = Spec {
+        short: Some(HELP.0),
+        long: HELP.1,
+        value: None,
+    };
+
+    /// Every option of a command, as specs.
+    pub fn all<K>(opts: &[Opt<K>]) -> Vec<Spec> {
+        opts.iter()
+            .map(|o| Spec {
+                short: o.short,
+                long: o.long,
+                value: o.value,
+            })
+            .collect()
+    }
+}
 
 /// What getopt_long makes of a command line, as `args::parse` documents it.
 #[derive(Debug, PartialEq)]
@@ -16,8 +44,8 @@ pub(super) enum Model {
     Given(Vec<(&'static str, Option<String>)>),
 }
 
-pub(super) fn model(opts: &[Opt], line: &[String]) -> Model {
-    let all: Vec<&Opt> = opts.iter().chain([&HELP]).collect();
+pub(super) fn model(opts: &[Spec], line: &[String]) -> Model {
+    let all: Vec<&Spec> = opts.iter().chain([&Spec::HELP]).collect();
     let mut given: Vec<(&'static str, Option<String>)> = Vec::new();
     let mut words = line.iter();
     while let Some(word) = words.next() {
@@ -51,7 +79,7 @@ pub(super) fn model(opts: &[Opt], line: &[String]) -> Model {
         } else {
             return Model::Refused;
         };
-        if opt.long == HELP.long {
+        if *opt == Spec::HELP {
             return Model::Help;
         }
         let value = match (opt.value, attached) {
@@ -81,7 +109,7 @@ pub(super) fn model(opts: &[Opt], line: &[String]) -> Model {
     Model::Given(given)
 }
 
-/// A size as `args::size` documents it: decimal digits, then nothing or one of K, M, G, T
+/// A size as `options::size` documents it: decimal digits, then nothing or one of K, M, G, T
 /// (or KiB..TiB, any case) multiplying by 2^10..2^40; `None` if not one or over u64.
 pub(super) fn size_rule(text: &str) -> Option<u64> {
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
@@ -117,7 +145,7 @@ fn decimal(digits: &str) -> Option<u128> {
     Some(significant.parse().unwrap_or(0))
 }
 
-/// A whole number as `args::number` takes it (Rust's integer syntax: digits, an optional
+/// A whole number as `options::number` takes it (Rust's integer syntax: digits, an optional
 /// leading `+`) if it lies in `range`.
 pub(super) fn number_rule(text: &str, range: std::ops::RangeInclusive<u64>) -> Option<u64> {
     let n = decimal(text.strip_prefix('+').unwrap_or(text))?;

@@ -7,40 +7,60 @@ use std::time::{Duration, Instant};
 use ublk::signal::process_alive;
 use ublk::{DevState, Features};
 
-use crate::args::{self, Opt, Parsed, Usage};
-use crate::recover::device_id;
-use crate::{Failure, print};
+use crate::support::control;
+use crate::support::failure::Failure;
+use crate::support::options::{self, Opt, Parsed, Usage};
+use crate::support::output::print;
+
+/// `ublk quiesce`'s synopsis.
+pub const SYNOPSIS: &str = "-n ID";
+/// What `ublk quiesce` does.
+pub const ABOUT: &str = "hand a device to a future server (upgrade): I/O waits, its server exits, `ublk recover` takes over (kernels with QUIESCE)";
 
 /// `ublk quiesce`'s options.
-pub const OPTS: &[Opt] = &[
-    Opt {
-        short: Some('n'),
-        long: "number",
-        value: Some("ID"),
-        help: "the device (created with ublk add --recovery on a kernel with QUIESCE); required",
-    },
-    Opt {
-        short: None,
-        long: "timeout",
-        value: Some("SECONDS"),
-        help: "how long in-flight I/O and the server's exit may take (default 30)",
-    },
-];
-
-/// The device and the timeout, checked.
-pub fn options(p: &Parsed) -> Result<(u32, Duration), Usage> {
-    let timeout = p
-        .parsed("timeout", |v| args::number::<u64>(v, "timeout", 1..=3600))?
-        .unwrap_or(30);
-    Ok((device_id(p)?, Duration::from_secs(timeout)))
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuiesceOpt {
+    /// `-n, --number`.
+    Number,
+    /// `--timeout`.
+    Timeout,
 }
 
-/// `ublk quiesce`.
-pub fn run(p: &Parsed) -> Result<(), Failure> {
-    let (id, timeout) = options(p)?;
-    let mut ctl = crate::open_control()?;
+/// `ublk quiesce`'s options.
+pub const OPTS: &[Opt<QuiesceOpt>] = &[
+    options::device_opt(
+        QuiesceOpt::Number,
+        "the device (created with ublk add --recovery on a kernel with QUIESCE); required",
+    ),
+    options::timeout_opt(
+        QuiesceOpt::Timeout,
+        "how long in-flight I/O and the server's exit may take (default 30)",
+    ),
+];
+
+/// `ublk quiesce`'s help.
+pub fn help() -> String {
+    options::help("quiesce", SYNOPSIS, ABOUT, OPTS)
+}
+
+/// The device and the timeout, checked.
+pub fn options(p: &Parsed<QuiesceOpt>) -> Result<(u32, Duration), Usage> {
+    let timeout = p
+        .parsed(QuiesceOpt::Timeout, options::seconds)?
+        .unwrap_or(Duration::from_secs(30));
+    let id = options::required_device(p, QuiesceOpt::Number)?;
+    Ok((id, timeout))
+}
+
+/// `ublk quiesce ARGS`.
+pub fn run(args: &[String]) -> Result<(), Failure> {
+    let Some(p) = options::parse_command("quiesce", OPTS, args, help)? else {
+        return Ok(());
+    };
+    let (id, timeout) = options(&p)?;
+    let mut ctl = control::open_control()?;
     ctl.require(Features::QUIESCE, "quiescing a device (QUIESCE_DEV)")?;
-    let info = crate::device_info(&mut ctl, id)?;
+    let info = control::device_info(&mut ctl, id)?;
     if !info.flags().contains(Features::QUIESCE) {
         return Err(Failure::Runtime(format!(
             "device {id} was created without QUIESCE: add it with --recovery to be able to quiesce it"
@@ -51,7 +71,7 @@ pub fn run(p: &Parsed) -> Result<(), Failure> {
     // The driver calls the device quiesced once the server has closed /dev/ublkcN.
     let deadline = Instant::now() + timeout;
     loop {
-        let info = crate::device_info(&mut ctl, id)?;
+        let info = control::device_info(&mut ctl, id)?;
         let exited = server.is_none_or(|pid| !process_alive(pid));
         if info.state() == Ok(DevState::Quiesced) && exited {
             break;
@@ -71,6 +91,5 @@ pub fn run(p: &Parsed) -> Result<(), Failure> {
     }
     print(&format!(
         "device {id}: quiesced; I/O waits until `ublk recover -n {id}` gives it a new server\n"
-    ));
-    Ok(())
+    ))
 }

@@ -1,5 +1,6 @@
-//! A small JSON value, printer and parser: what `ublk list --json`, `ublk features --json` and
-//! the state files under `/run/ublk` need, without a dependency.
+//! A small JSON value, printer and parser, without a dependency: what the `ublk` command
+//! writes (`ublk list --json`, `ublk features --json`, its records under `/run/ublk`) and
+//! reads back, and what a program that reads them can use.
 //!
 //! Numbers keep their text, so 64-bit sizes survive a round trip exactly. The parser accepts
 //! RFC 8259 JSON and refuses everything else with the byte offset of the problem; it never
@@ -86,7 +87,6 @@ impl Value {
     }
 
     /// The value as an array, if it is one.
-    #[allow(dead_code)] // for readers of `list --json`: the end-to-end tests include this file
     pub fn as_array(&self) -> Option<&[Value]> {
         match self {
             Value::Array(items) => Some(items),

@@ -3,30 +3,50 @@
 
 use std::path::Path;
 
+use ublk::json::Value;
+use ublk::signal::process_alive;
 use ublk::{Attrs, Controller, DataPath, DevState, DeviceInfo, ParamTypes, Recovery, UblkParams};
 
-use ublk::signal::process_alive;
+use crate::server::records::{self, Record};
+use crate::support::control::{self, device_ids};
+use crate::support::failure::Failure;
+use crate::support::options::{self, Opt};
+use crate::support::output::{human_size, print};
 
-use crate::args::{self, Opt, Parsed};
-use crate::json::Value;
-use crate::state::{self, Record};
-use crate::{Failure, MAX_DEVICE_ID, human_size};
+/// `ublk list`'s synopsis.
+pub const SYNOPSIS: &str = "[-n ID] [--json]";
+/// What `ublk list` does.
+pub const ABOUT: &str =
+    "show devices: state, size, block size, queues, flags, target, backing file, server";
 
 /// `ublk list`'s options.
-pub const OPTS: &[Opt] = &[
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListOpt {
+    /// `-n, --number`.
+    Number,
+    /// `--json`.
+    Json,
+}
+
+/// `ublk list`'s options.
+pub const OPTS: &[Opt<ListOpt>] = &[
+    options::device_opt(
+        ListOpt::Number,
+        "only this device (an error if it does not exist)",
+    ),
     Opt {
-        short: Some('n'),
-        long: "number",
-        value: Some("ID"),
-        help: "only this device (an error if it does not exist)",
-    },
-    Opt {
+        key: ListOpt::Json,
         short: None,
         long: "json",
         value: None,
         help: "print a JSON array of devices (see README: `ublk list --json`)",
     },
 ];
+
+/// `ublk list`'s help.
+pub fn help() -> String {
+    options::help("list", SYNOPSIS, ABOUT, OPTS)
+}
 
 /// What `list` shows of one device.
 pub struct Listed {
@@ -36,70 +56,44 @@ pub struct Listed {
     server_running: bool,
 }
 
-/// `ublk list`.
-pub fn run(p: &Parsed) -> Result<(), Failure> {
-    let only = p.parsed("number", |v| {
-        args::number(v, "device id", 0..=MAX_DEVICE_ID)
-    })?;
-    let mut ctl = crate::open_control()?;
+/// `ublk list ARGS`.
+pub fn run(args: &[String]) -> Result<(), Failure> {
+    let Some(p) = options::parse_command("list", OPTS, args, help)? else {
+        return Ok(());
+    };
+    let only = p.parsed(ListOpt::Number, options::device_id)?;
+    let mut ctl = control::open_control()?;
+    let run_dir = Path::new(records::RUN_DIR);
     let devices = match only {
-        Some(id) => vec![describe(&mut ctl, id, Path::new(state::RUN_DIR))?],
+        Some(id) => vec![describe(&mut ctl, id, run_dir)?],
         None => device_ids()
             .into_iter()
             // A device deleted between the listing and the question is simply not shown.
-            .filter_map(
-                |id| match describe(&mut ctl, id, Path::new(state::RUN_DIR)) {
-                    Err(Failure::NoDevice(_)) => None,
-                    other => Some(other),
-                },
-            )
+            .filter_map(|id| match describe(&mut ctl, id, run_dir) {
+                Err(Failure::NoDevice(_)) => None,
+                other => Some(other),
+            })
             .collect::<Result<Vec<_>, _>>()?,
     };
-    if p.flag("json") {
+    if p.flag(ListOpt::Json) {
         let all = Value::Array(devices.iter().map(Listed::to_json).collect());
-        crate::print(&(all.pretty() + "\n"));
+        print(&(all.pretty() + "\n"))
     } else {
-        for d in &devices {
-            crate::print(&d.to_text());
-        }
+        let text: String = devices.iter().map(Listed::to_text).collect();
+        print(&text)
     }
-    Ok(())
-}
-
-/// The ids of the devices that exist now, in order: the driver's character devices in sysfs
-/// (or, without sysfs, in /dev).
-pub fn device_ids() -> Vec<u32> {
-    let from = |dir: &str| -> Option<Vec<u32>> {
-        let entries = std::fs::read_dir(dir).ok()?;
-        Some(
-            entries
-                .flatten()
-                .filter_map(|e| e.file_name().to_str()?.strip_prefix("ublkc")?.parse().ok())
-                .collect(),
-        )
-    };
-    let mut ids = from("/sys/class/ublk-char")
-        .or_else(|| from("/dev"))
-        .unwrap_or_default();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
 }
 
 /// Asks the driver about device `id` and reads its record from `run_dir`.
 pub fn describe(ctl: &mut Controller, id: u32, run_dir: &Path) -> Result<Listed, Failure> {
-    let info = crate::device_info(ctl, id)?;
+    let info = control::device_info(ctl, id)?;
     // A device that was added but never given parameters has none to show.
     let params = ctl.params(id).ok();
-    let kernel_pid = info.server_pid();
-    // A record is this device's only if the kernel names the same server, or names none
-    // (the server died); one from an earlier device of the same id is ignored. A broken
-    // record is treated as none: `list` must still show the device.
-    let record = state::read(run_dir, id)
-        .ok()
-        .flatten()
-        .filter(|r| kernel_pid.is_none_or(|pid| pid == r.pid));
-    let server_running = kernel_pid.is_some_and(process_alive);
+    // A record is this device's only if it is tied to it (its server, its fingerprint); one
+    // an earlier device of the same id left is ignored, and so is one that cannot be read:
+    // `list` must still show the device.
+    let record = records::read_tied(run_dir, &info);
+    let server_running = info.server_pid().is_some_and(process_alive);
     Ok(Listed {
         info,
         params,

@@ -9,36 +9,51 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use ublk::signal::process_alive;
 use ublk::sys::Errno;
 
-use crate::args::{self, Opt, Parsed, Usage};
-use ublk::signal::process_alive;
+use crate::server::records;
+use crate::support::control::{self, device_ids};
+use crate::support::failure::Failure;
+use crate::support::options::{self, Opt, Parsed, Usage};
+use crate::support::output::eprint_line;
 
-use crate::list::device_ids;
-use crate::state;
-use crate::{Failure, MAX_DEVICE_ID};
+/// `ublk del`'s synopsis.
+pub const SYNOPSIS: &str = "-n ID | -a";
+/// What `ublk del` does.
+pub const ABOUT: &str = "stop and delete a device, or all of them; bounded by --timeout";
 
 /// `ublk del`'s options.
-pub const OPTS: &[Opt] = &[
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DelOpt {
+    /// `-n, --number`.
+    Number,
+    /// `-a, --all`.
+    All,
+    /// `--timeout`.
+    Timeout,
+}
+
+/// `ublk del`'s options.
+pub const OPTS: &[Opt<DelOpt>] = &[
+    options::device_opt(DelOpt::Number, "the device to delete"),
     Opt {
-        short: Some('n'),
-        long: "number",
-        value: Some("ID"),
-        help: "the device to delete",
-    },
-    Opt {
+        key: DelOpt::All,
         short: Some('a'),
         long: "all",
         value: None,
         help: "delete every ublk device",
     },
-    Opt {
-        short: None,
-        long: "timeout",
-        value: Some("SECONDS"),
-        help: "how long each control command may take before it is an error (default 30)",
-    },
+    options::timeout_opt(
+        DelOpt::Timeout,
+        "how long each control command may take before it is an error (default 30)",
+    ),
 ];
+
+/// `ublk del`'s help.
+pub fn help() -> String {
+    options::help("del", SYNOPSIS, ABOUT, OPTS)
+}
 
 /// How long the server may take to exit after its device was deleted.
 const SERVER_EXIT: Duration = Duration::from_secs(10);
@@ -54,32 +69,30 @@ pub struct DelOptions {
 
 impl DelOptions {
     /// Checks the command line: exactly one of `-n` and `-a`.
-    pub fn from_args(p: &Parsed) -> Result<DelOptions, Usage> {
-        let id = p.parsed("number", |v| {
-            args::number(v, "device id", 0..=MAX_DEVICE_ID)
-        })?;
+    pub fn from_args(p: &Parsed<DelOpt>) -> Result<DelOptions, Usage> {
+        let id = p.parsed(DelOpt::Number, options::device_id)?;
         let timeout = p
-            .parsed("timeout", |v| args::number::<u64>(v, "timeout", 1..=3600))?
-            .unwrap_or(30);
-        match (id, p.flag("all")) {
+            .parsed(DelOpt::Timeout, options::seconds)?
+            .unwrap_or(Duration::from_secs(30));
+        match (id, p.flag(DelOpt::All)) {
             (Some(_), true) => Err(Usage("give -n ID or -a, not both".into())),
             (None, false) => Err(Usage(
                 "which device? give -n ID, or -a for all (see ublk del --help)".into(),
             )),
-            (id, _) => Ok(DelOptions {
-                id,
-                timeout: Duration::from_secs(timeout),
-            }),
+            (id, _) => Ok(DelOptions { id, timeout }),
         }
     }
 }
 
-/// `ublk del`.
-pub fn run(p: &Parsed) -> Result<(), Failure> {
-    let options = DelOptions::from_args(p)?;
-    let mut ctl = crate::open_control()?;
+/// `ublk del ARGS`.
+pub fn run(args: &[String]) -> Result<(), Failure> {
+    let Some(p) = options::parse_command("del", OPTS, args, help)? else {
+        return Ok(());
+    };
+    let options = DelOptions::from_args(&p)?;
+    let mut ctl = control::open_control()?;
     ctl.set_timeout(options.timeout);
-    let run_dir = Path::new(state::RUN_DIR);
+    let run_dir = Path::new(records::RUN_DIR);
     let Some(id) = options.id else {
         // Every device, each on its own: one failure does not keep the others alive.
         let mut failed = 0;
@@ -87,7 +100,7 @@ pub fn run(p: &Parsed) -> Result<(), Failure> {
             match delete(&mut ctl, id, run_dir) {
                 Ok(()) | Err(Failure::NoDevice(_)) => {}
                 Err(f) => {
-                    eprintln!("ublk del: {}", f.message());
+                    eprint_line(&format!("ublk del: {}", f.message()));
                     failed += 1;
                 }
             }
@@ -104,8 +117,11 @@ pub fn run(p: &Parsed) -> Result<(), Failure> {
 
 fn delete(ctl: &mut ublk::Controller, id: u32, run_dir: &Path) -> Result<(), Failure> {
     let gone = |e: &ublk::Error| e.errno() == Some(Errno::ENODEV);
-    let info = crate::device_info(ctl, id)?;
-    let record = state::read(run_dir, id).ok().flatten();
+    let info = control::device_info(ctl, id)?;
+    // Only a record tied to this device says who serves it: one of an earlier device of the
+    // same id names a process that has nothing to do with it.
+    let seen = records::read(run_dir, id).ok().flatten();
+    let record = seen.clone().filter(|r| r.tied_to(&info).is_ok());
     let server = info.server_pid().or(record.as_ref().map(|r| r.pid));
     match ctl.stop(id) {
         Err(e) if gone(&e) => return Err(Failure::NoDevice(id)),
@@ -131,15 +147,17 @@ fn delete(ctl: &mut ublk::Controller, id: u32, run_dir: &Path) -> Result<(), Fai
             std::thread::sleep(Duration::from_millis(20));
         }
         if process_alive(pid) {
-            eprintln!(
+            eprint_line(&format!(
                 "ublk del: warning: device {id} is deleted, but its server (pid {pid}) is still running after {} s",
                 SERVER_EXIT.as_secs()
-            );
+            ));
             return Ok(());
         }
     }
-    if let Some(r) = record {
-        state::remove(run_dir, id, r.pid);
+    // The record goes with the device: its own, or one an earlier device of the same id left
+    // (but not one a newer server wrote since: `remove` checks the pid).
+    if let Some(r) = seen {
+        records::remove(run_dir, id, r.pid);
     }
     Ok(())
 }
@@ -160,7 +178,7 @@ mod tests {
 
     fn parse(line: &[&str]) -> Result<DelOptions, Usage> {
         let args: Vec<String> = line.iter().map(|s| s.to_string()).collect();
-        DelOptions::from_args(&args::parse("del", OPTS, &args)?)
+        DelOptions::from_args(&options::parse("del", OPTS, &args)?)
     }
 
     #[test]

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use ublk::{DataPath, Device, DeviceBuilder, DiscardLimits, Loop, Mem, Null, Target};
+use ublk::backend::Builtin;
+use ublk::{DataPath, Device, DeviceBuilder, DiscardLimits, Loop, Mem, Null};
 
 /// A null device's size when none is given: what ublksrv's `ublk add -t null` makes.
 pub const NULL_DEFAULT_SIZE: u64 = 250 << 30;
@@ -67,7 +68,8 @@ pub enum Launch {
 }
 
 impl Launch {
-    fn run<T: Target>(self, builder: DeviceBuilder, target: T) -> ublk::Result<Device> {
+    /// One target type for all three: the device and queue code is built once.
+    fn run(self, builder: DeviceBuilder, target: Builtin) -> ublk::Result<Device> {
         match self {
             Launch::Add => builder.start_target(target),
             Launch::Recover(id) => builder.recover_target(id, target),
@@ -98,18 +100,18 @@ impl TargetSpec {
         }
         let mut warnings = Vec::new();
         let mut direct_io = None;
-        let device = match self.kind {
+        let target: Builtin = match self.kind {
             Kind::Null => {
                 if let Some(lbs) = self.logical_block_size {
                     builder = builder.logical_block_size(lbs);
                 }
                 // FLUSH and DISCARD reach the server, so the device measures their path too.
-                let builder = builder.volatile_cache(true).discard(DiscardLimits {
+                builder = builder.volatile_cache(true).discard(DiscardLimits {
                     granularity: 4096,
                     max_discard_bytes: 1 << 30,
                     max_write_zeroes_bytes: 1 << 30,
                 });
-                launch.run(builder, Null::new(self.size.unwrap_or(NULL_DEFAULT_SIZE)))?
+                Null::new(self.size.unwrap_or(NULL_DEFAULT_SIZE)).into()
             }
             Kind::Mem => {
                 if let Some(lbs) = self.logical_block_size {
@@ -123,7 +125,7 @@ impl TargetSpec {
                     });
                 }
                 // Parsing made sure a mem target has a size.
-                builder.start_target(Mem::new(self.size.unwrap_or_default())?)?
+                Mem::new(self.size.unwrap_or_default())?.into()
             }
             Kind::Loop => {
                 let file = self.file.clone().unwrap_or_default();
@@ -141,11 +143,11 @@ impl TargetSpec {
                 if let Some(size) = self.size {
                     builder = builder.size(size);
                 }
-                launch.run(builder, target)?
+                target.into()
             }
         };
         Ok(Started {
-            device,
+            device: launch.run(builder, target)?,
             direct_io,
             warnings,
         })

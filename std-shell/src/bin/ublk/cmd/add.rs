@@ -1,81 +1,123 @@
 //! `ublk add`: create a device and serve it, in the background (a daemon that outlives the
 //! command) or in the foreground.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
-use ublk::signal::{TerminationSignals, signal_name};
-use ublk::sys::abi::io::{UBLK_IO_BUF_BITS, UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH};
-use ublk::{DataPath, DevState, Device, DeviceBuilder, Recovery};
+use ublk::{DataPath, Device, DeviceBuilder, Recovery, rules};
 
-use crate::args::{self, Opt, Parsed, Usage};
-use crate::state::{self, Record};
-use crate::target::{Kind, Launch, Started, TargetSpec};
-use crate::{Failure, MAX_DEVICE_ID, daemon, human_size};
+use crate::server::target::{Kind, TargetSpec};
+use crate::server::{self, Server};
+use crate::support::control::control_path;
+use crate::support::failure::Failure;
+use crate::support::options::{self, Opt, Parsed, Usage};
+
+/// `ublk add`'s synopsis and what it does, for help.
+pub const SYNOPSIS: &str = "-t null|mem|loop [options]";
+/// What `ublk add` does.
+pub const ABOUT: &str = "create a device and serve it (in a daemon unless --foreground); prints its id and /dev/ublkbN once it is live";
 
 /// `ublk add`'s options.
-pub const OPTS: &[Opt] = &[
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddOpt {
+    /// `-t, --type`.
+    Type,
+    /// `-n, --number`.
+    Number,
+    /// `-q, --queues`.
+    Queues,
+    /// `-d, --depth`.
+    Depth,
+    /// `-s, --size`.
+    Size,
+    /// `-f, --file`.
+    File,
+    /// `--buffered`.
+    Buffered,
+    /// `--ro`.
+    ReadOnly,
+    /// `--logical-block-size`.
+    LogicalBlockSize,
+    /// `--max-io-size`.
+    MaxIoSize,
+    /// `--recovery`.
+    Recovery,
+    /// `--data-path`.
+    DataPath,
+    /// `--foreground`.
+    Foreground,
+}
+
+/// `ublk add`'s options.
+pub const OPTS: &[Opt<AddOpt>] = &[
     Opt {
+        key: AddOpt::Type,
         short: Some('t'),
         long: "type",
         value: Some("TARGET"),
         help: "null (reads zeroes, drops writes), mem (a RAM disk) or loop (a file); required",
     },
+    options::device_opt(
+        AddOpt::Number,
+        "the device id: /dev/ublkbID (default: the driver picks a free one)",
+    ),
     Opt {
-        short: Some('n'),
-        long: "number",
-        value: Some("ID"),
-        help: "the device id: /dev/ublkbID (default: the driver picks a free one)",
-    },
-    Opt {
+        key: AddOpt::Queues,
         short: Some('q'),
         long: "queues",
         value: Some("N"),
         help: "hardware queues, one server thread each (default 1; at most one per CPU)",
     },
     Opt {
+        key: AddOpt::Depth,
         short: Some('d'),
         long: "depth",
         value: Some("N"),
         help: "requests in flight per queue, 1..=4096 (default 128)",
     },
     Opt {
+        key: AddOpt::Size,
         short: Some('s'),
         long: "size",
         value: Some("SIZE"),
         help: "device size, a multiple of 512 (null: default 250G; mem: required; loop: default the file's)",
     },
     Opt {
+        key: AddOpt::File,
         short: Some('f'),
         long: "file",
         value: Some("FILE"),
         help: "loop: the regular file or block device to serve (required for loop)",
     },
     Opt {
+        key: AddOpt::Buffered,
         short: None,
         long: "buffered",
         value: None,
         help: "loop: use the page cache instead of direct I/O",
     },
     Opt {
+        key: AddOpt::ReadOnly,
         short: None,
         long: "ro",
         value: None,
         help: "read-only device (loop opens its file read-only)",
     },
     Opt {
+        key: AddOpt::LogicalBlockSize,
         short: None,
         long: "logical-block-size",
         value: Some("N"),
         help: "512, 1024, 2048 or 4096 (default: the file's for loop, else 512)",
     },
     Opt {
+        key: AddOpt::MaxIoSize,
         short: None,
         long: "max-io-size",
         value: Some("SIZE"),
         help: "largest request, a multiple of the page size up to 32M (default 512K)",
     },
     Opt {
+        key: AddOpt::Recovery,
         short: None,
         long: "recovery",
         value: Some("[MODE]"),
@@ -85,6 +127,7 @@ pub const OPTS: &[Opt] = &[
                recovery; Linux 6.13+). Not for mem, whose data dies with its server",
     },
     Opt {
+        key: AddOpt::DataPath,
         short: None,
         long: "data-path",
         value: Some("PATH"),
@@ -94,12 +137,19 @@ pub const OPTS: &[Opt] = &[
                copy (through a buffer of the server; every kernel)",
     },
     Opt {
+        key: AddOpt::Foreground,
         short: None,
         long: "foreground",
         value: None,
         help: "serve in this process until Ctrl-C, SIGTERM or `ublk del`, instead of a daemon",
     },
 ];
+
+/// `ublk add`'s help.
+pub fn help() -> String {
+    options::help("add", SYNOPSIS, ABOUT, OPTS)
+        + "\nSIZE: bytes, or a number with K, M, G or T (binary: 1G = 1073741824).\n"
+}
 
 /// `ublk add`'s command line, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,11 +170,19 @@ pub struct AddOptions {
     pub foreground: bool,
 }
 
+/// The reason a library rule gives, for a message that names the option itself.
+fn reason(e: ublk::Error) -> String {
+    match e {
+        ublk::Error::InvalidArgument { reason, .. } => reason,
+        e => e.to_string(),
+    }
+}
+
 impl AddOptions {
     /// Checks the command line; relative file paths are made absolute against `cwd`, since
     /// the daemon serves from `/`.
-    pub fn from_args(p: &Parsed, cwd: &Path) -> Result<AddOptions, Usage> {
-        let kind = match p.value("type") {
+    pub fn from_args(p: &Parsed<AddOpt>, cwd: &Path) -> Result<AddOptions, Usage> {
+        let kind = match p.value(AddOpt::Type) {
             None => {
                 return Err(Usage(
                     "-t, --type is required: null, mem or loop (see ublk add --help)".into(),
@@ -134,8 +192,7 @@ impl AddOptions {
                 Usage(format!("--type: '{t}' is not a target (null, mem or loop)"))
             })?,
         };
-        let page = ublk::sys::sys::page_size() as u64;
-        let file = p.value("file").map(|f| {
+        let file = p.value(AddOpt::File).map(|f| {
             if f.is_empty() {
                 Err(Usage("--file: the path is empty".into()))
             } else {
@@ -147,24 +204,20 @@ impl AddOptions {
             kind,
             file,
             data_path: p
-                .parsed("data-path", |v| match v {
+                .parsed(AddOpt::DataPath, |v| match v {
                     "auto" => Ok(None),
                     v => DataPath::from_name(v).map(Some).ok_or_else(|| {
                         format!("'{v}' is not a data path (auto, zero-copy, user-copy or copy)")
                     }),
                 })?
                 .flatten(),
-            size: p.parsed("size", args::sectors)?,
-            buffered: p.flag("buffered"),
-            read_only: p.flag("ro"),
-            logical_block_size: p.parsed("logical-block-size", |v| {
-                let n = args::size(v)?;
-                if !n.is_power_of_two() || !(512..=page).contains(&n) {
-                    return Err(format!(
-                        "must be a power of two from 512 to {page} (the page size), got {n}"
-                    ));
-                }
-                Ok(n as u32)
+            size: p.parsed(AddOpt::Size, options::sectors)?,
+            buffered: p.flag(AddOpt::Buffered),
+            read_only: p.flag(AddOpt::ReadOnly),
+            logical_block_size: p.parsed(AddOpt::LogicalBlockSize, |v| {
+                let n = options::size(v)?;
+                let n = u32::try_from(n).map_err(|_| format!("'{v}' is too large"))?;
+                rules::logical_block_size(n).map_err(reason)
             })?,
         };
         match (kind, &target.file) {
@@ -189,13 +242,13 @@ impl AddOptions {
             return Err(Usage("-t mem needs --size (how much RAM to serve)".into()));
         }
         if let (Some(size), Some(lbs)) = (target.size, target.logical_block_size)
-            && size % u64::from(lbs) != 0
+            && rules::device_size(size, lbs).is_err()
         {
             return Err(Usage(format!(
                 "--size: {size} bytes is not a multiple of the logical block size {lbs}"
             )));
         }
-        let recovery = match (p.flag("recovery"), p.value("recovery")) {
+        let recovery = match (p.flag(AddOpt::Recovery), p.value(AddOpt::Recovery)) {
             (false, _) => Recovery::Off,
             (true, None) => Recovery::Reissue,
             (true, Some(mode)) => Recovery::from_name(mode)
@@ -211,33 +264,26 @@ impl AddOptions {
                 "--recovery is not for -t mem: its data lives in the server and dies with it (for a RAM disk that survives its server, use -t loop -f on a file in /dev/shm)".into(),
             ));
         }
-        let max_io = 1u64 << UBLK_IO_BUF_BITS;
         Ok(AddOptions {
             target,
-            id: p.parsed("number", |v| args::number(v, "device id", 0..=MAX_DEVICE_ID))?,
-            queues: p.parsed("queues", |v| {
-                args::number(v, "queue count", 1..=u64::from(UBLK_MAX_NR_QUEUES))
+            id: p.parsed(AddOpt::Number, options::device_id)?,
+            queues: p.parsed(AddOpt::Queues, |v| {
+                options::by_rule(v, "queue count", rules::queues)
             })?,
-            depth: p.parsed("depth", |v| {
-                args::number(v, "queue depth", 1..=u64::from(UBLK_MAX_QUEUE_DEPTH))
+            depth: p.parsed(AddOpt::Depth, |v| {
+                options::by_rule(v, "queue depth", rules::queue_depth)
             })?,
-            max_io_size: p.parsed("max-io-size", |v| {
-                let n = args::size(v)?;
-                if n % page != 0 || !(page..=max_io).contains(&n) {
-                    return Err(format!(
-                        "must be a multiple of the page size ({page}) from {page} to {max_io}, got {n}"
-                    ));
-                }
-                Ok(n as u32)
+            max_io_size: p.parsed(AddOpt::MaxIoSize, |v| {
+                rules::max_io_bytes(options::size(v)?).map_err(reason)
             })?,
             recovery,
-            foreground: p.flag("foreground"),
+            foreground: p.flag(AddOpt::Foreground),
         })
     }
 
     fn builder(&self) -> DeviceBuilder {
         let mut b = Device::builder()
-            .control_path(crate::control_path())
+            .control_path(control_path())
             .recovery(self.recovery);
         if let Some(id) = self.id {
             b = b.id(id);
@@ -255,189 +301,28 @@ impl AddOptions {
     }
 }
 
-/// `ublk add`.
-pub fn run(p: &Parsed) -> Result<(), Failure> {
+/// `ublk add ARGS`.
+pub fn run(args: &[String]) -> Result<(), Failure> {
+    let Some(p) = options::parse_command("add", OPTS, args, help)? else {
+        return Ok(());
+    };
     let cwd = std::env::current_dir()
         .map_err(|e| Failure::Runtime(format!("cannot read the current directory: {e}")))?;
-    let options = AddOptions::from_args(p, &cwd)?;
-    serve("add", options.foreground, &|run_dir| {
-        Served::start(&options, run_dir)
+    let options = AddOptions::from_args(&p, &cwd)?;
+    server::run("add", options.foreground, &|run_dir| {
+        Server::start(&options.target, options.builder(), run_dir)
     })
-}
-
-/// Gets a device from `start` and serves it: in this process until a signal or `ublk del`
-/// (`foreground`), else in a daemon once this process has reported that it is live.
-pub fn serve(command: &str, foreground: bool, start: daemon::Start<'_>) -> Result<(), Failure> {
-    if !foreground {
-        return daemon::run(command, start);
-    }
-    let served = start(Path::new(state::RUN_DIR))?;
-    for w in &served.warnings {
-        eprintln!("ublk {command}: warning: {w}");
-    }
-    crate::print(&format!("{}\n", served.summary));
-    crate::print("serving; Ctrl-C (or SIGTERM, or ublk del) stops it\n");
-    served.serve(&|line| crate::print(&format!("{line}\n")))
-}
-
-/// A device being served by this process, and what it needs to stop cleanly.
-pub struct Served {
-    device: Device,
-    signals: TerminationSignals,
-    record: Record,
-    run_dir: PathBuf,
-    /// One line: `device 3: /dev/ublkb3 (loop /srv/disk.img, 1 GiB, ...)`.
-    pub summary: String,
-    /// Things the user should know (printed by whoever talks to the user).
-    pub warnings: Vec<String>,
-}
-
-impl Served {
-    /// Starts the device and records it in `run_dir`.
-    pub fn start(options: &AddOptions, run_dir: &Path) -> Result<Served, Failure> {
-        Served::launch(&options.target, options.builder(), Launch::Add, run_dir)
-    }
-
-    /// Takes over device `id`, whose server died, with the target its record in `run_dir`
-    /// describes, and records the new server there.
-    pub fn recover(id: u32, run_dir: &Path) -> Result<Served, Failure> {
-        crate::device_info(&mut crate::open_control()?, id)?;
-        let record = state::read(run_dir, id)
-            .map_err(|e| Failure::Runtime(format!("cannot read device {id}'s record: {e}")))?
-            .ok_or_else(|| {
-                Failure::Runtime(format!(
-                    "device {id} has no record in {}: it was not started by `ublk add`, so its target is unknown (recover it with the program that served it)",
-                    run_dir.display()
-                ))
-            })?;
-        let builder = Device::builder().control_path(crate::control_path());
-        Served::launch(&record.target, builder, Launch::Recover(id), run_dir)
-    }
-
-    fn launch(
-        target: &TargetSpec,
-        builder: DeviceBuilder,
-        launch: Launch,
-        run_dir: &Path,
-    ) -> Result<Served, Failure> {
-        // Before any queue thread exists, so that they inherit the mask and the signals
-        // reach `serve` instead of killing the server with its device half served.
-        let signals = TerminationSignals::block()
-            .map_err(|e| Failure::Runtime(format!("blocking SIGINT/SIGTERM/SIGHUP: {e}")))?;
-        let Started {
-            device,
-            direct_io,
-            mut warnings,
-        } = target.start(builder, launch)?;
-        let record = Record {
-            id: device.id(),
-            pid: std::process::id() as i32,
-            // The path the device runs on, for `ublk recover` and `list`.
-            target: TargetSpec {
-                data_path: Some(device.data_path()),
-                ..target.clone()
-            },
-            direct_io,
-            capacity: Some(device.size_limit()),
-        };
-        if let Err(e) = state::write(run_dir, &record) {
-            warnings.push(format!("{e}; ublk list will not show its target"));
-        }
-        let summary = summary(&device, &record);
-        Ok(Served {
-            device,
-            signals,
-            record,
-            run_dir: run_dir.to_path_buf(),
-            summary,
-            warnings,
-        })
-    }
-
-    /// Serves until SIGINT, SIGTERM or SIGHUP, or until the device is stopped from outside
-    /// (`ublk del`); then stops it and removes its record. `say` is told why it stopped and
-    /// what it served; an error stopping is returned.
-    pub fn serve(self, say: &dyn Fn(&str)) -> Result<(), Failure> {
-        let id = self.device.id();
-        loop {
-            if let Some(sig) = self.signals.wait(Duration::from_millis(200)) {
-                say(&format!("{}: stopping device {id}", signal_name(sig)));
-                break;
-            }
-            if !self.device.is_running() {
-                say(&format!("device {id} was stopped from outside"));
-                break;
-            }
-        }
-        let s = self.device.stats();
-        let stopped = self.device.stop();
-        if waits_for_recovery(id) {
-            // Quiesced (QUIESCE_DEV): the record tells `ublk recover` what to serve.
-            say(&format!(
-                "device {id} waits for a new server: ublk recover -n {id}"
-            ));
-        } else {
-            state::remove(&self.run_dir, self.record.id, self.record.pid);
-        }
-        stopped?;
-        say(&format!(
-            "device {id} stopped; served {} reads, {} writes, {} flushes, {} discards, {} write-zeroes; {} errors",
-            s.reads, s.writes, s.flushes, s.discards, s.write_zeroes, s.errors
-        ));
-        Ok(())
-    }
-}
-
-/// True if device `id` still exists, can be recovered, and was not stopped: its server left
-/// it (QUIESCE_DEV) for another to take over.
-fn waits_for_recovery(id: u32) -> bool {
-    let Ok(info) = crate::open_control().and_then(|mut c| Ok(c.info(id)?)) else {
-        return false;
-    };
-    Recovery::of(info.flags()) != Recovery::Off && info.state() != Ok(DevState::Dead)
-}
-
-fn summary(device: &Device, record: &Record) -> String {
-    let info = device.info();
-    let t = &record.target;
-    let mut what = t.kind.name().to_string();
-    if let Some(f) = &t.file {
-        what += &format!(" {}", f.display());
-    }
-    if let Some(direct) = record.direct_io {
-        what += if direct {
-            ", direct I/O"
-        } else {
-            ", buffered I/O"
-        };
-    }
-    if t.read_only {
-        what += ", read-only";
-    }
-    let size = std::fs::read_to_string(format!("/sys/block/ublkb{}/size", device.id()))
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map(|sectors| format!(", {}", human_size(sectors * 512)))
-        .unwrap_or_default();
-    format!(
-        "device {}: {} ({what}{size}, {} queue{} of depth {}, {}, server pid {})",
-        device.id(),
-        device.block_dev_path().display(),
-        info.queues(),
-        if info.queues() == 1 { "" } else { "s" },
-        info.queue_depth(),
-        device.data_path(),
-        record.pid
-    )
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn parse(line: &[&str]) -> Result<AddOptions, Usage> {
         let args: Vec<String> = line.iter().map(|s| s.to_string()).collect();
-        let p = args::parse("add", OPTS, &args)?;
+        let p = options::parse("add", OPTS, &args)?;
         AddOptions::from_args(&p, Path::new("/work"))
     }
 
@@ -564,11 +449,11 @@ mod tests {
             ),
             (
                 &["-t", "null", "--logical-block-size", "1000"],
-                "--logical-block-size: must be a power of two from 512 to 4096 (the page size), got 1000",
+                "--logical-block-size: must be a power of two in 512..=4096 bytes, got 1000",
             ),
             (
                 &["-t", "null", "--logical-block-size", "256"],
-                "--logical-block-size: must be a power of two from 512 to 4096 (the page size), got 256",
+                "--logical-block-size: must be a power of two in 512..=4096 bytes, got 256",
             ),
             (
                 &["-t", "null", "--max-io-size", "5000"],
