@@ -1,15 +1,15 @@
 //! One of the library's own targets, chosen at run time: what a program that serves whichever
 //! target its user names (the `ublk` command) starts a device with, so that the device and
-//! queue code is built once for all three rather than once per target.
+//! queue code is built once for all of them rather than once per target.
 
 use std::io;
 
 use ublk_core::DataPath;
 
-use super::{IoContext, Loop, Mem, Null, Properties, QueueInfo, Reply, Request, Target};
-use super::{LoopQueue, MemQueue, NullQueue, TargetQueue};
+use super::{IoContext, Loop, Mem, Nbd, Null, Properties, QueueInfo, Reply, Request, Target};
+use super::{LoopQueue, MemQueue, NbdQueue, NullQueue, TargetQueue};
 
-/// A [`Null`], [`Mem`] or [`Loop`] target, served as that target is.
+/// A [`Null`], [`Mem`], [`Loop`] or [`Nbd`] target, served as that target is.
 #[derive(Debug)]
 pub enum Builtin {
     /// A null device.
@@ -18,6 +18,8 @@ pub enum Builtin {
     Mem(Mem),
     /// A file or block device.
     Loop(Loop),
+    /// An NBD export.
+    Nbd(Nbd),
 }
 
 /// A queue of a [`Builtin`] target.
@@ -29,6 +31,8 @@ pub enum BuiltinQueue {
     Mem(MemQueue),
     /// A [`Loop`] queue.
     Loop(LoopQueue),
+    /// An [`Nbd`] queue (boxed: a connection's state is larger than the others' queues).
+    Nbd(Box<NbdQueue>),
 }
 
 impl From<Null> for Builtin {
@@ -49,6 +53,12 @@ impl From<Loop> for Builtin {
     }
 }
 
+impl From<Nbd> for Builtin {
+    fn from(t: Nbd) -> Builtin {
+        Builtin::Nbd(t)
+    }
+}
+
 impl Target for Builtin {
     type Queue = BuiltinQueue;
 
@@ -57,6 +67,7 @@ impl Target for Builtin {
             Builtin::Null(t) => BuiltinQueue::Null(t.open_queue(queue)?),
             Builtin::Mem(t) => BuiltinQueue::Mem(t.open_queue(queue)?),
             Builtin::Loop(t) => BuiltinQueue::Loop(t.open_queue(queue)?),
+            Builtin::Nbd(t) => BuiltinQueue::Nbd(Box::new(t.open_queue(queue)?)),
         })
     }
 
@@ -65,6 +76,7 @@ impl Target for Builtin {
             Builtin::Null(t) => t.files(),
             Builtin::Mem(t) => t.files(),
             Builtin::Loop(t) => t.files(),
+            Builtin::Nbd(t) => t.files(),
         }
     }
 
@@ -73,6 +85,7 @@ impl Target for Builtin {
             Builtin::Null(t) => t.properties(),
             Builtin::Mem(t) => t.properties(),
             Builtin::Loop(t) => t.properties(),
+            Builtin::Nbd(t) => t.properties(),
         }
     }
 
@@ -81,6 +94,7 @@ impl Target for Builtin {
             Builtin::Null(t) => t.data_paths(),
             Builtin::Mem(t) => t.data_paths(),
             Builtin::Loop(t) => t.data_paths(),
+            Builtin::Nbd(t) => t.data_paths(),
         }
     }
 
@@ -89,6 +103,7 @@ impl Target for Builtin {
             Builtin::Null(t) => t.wants_buffers(path),
             Builtin::Mem(t) => t.wants_buffers(path),
             Builtin::Loop(t) => t.wants_buffers(path),
+            Builtin::Nbd(t) => t.wants_buffers(path),
         }
     }
 }
@@ -99,6 +114,7 @@ impl TargetQueue for BuiltinQueue {
             BuiltinQueue::Null(q) => q.serve(req, io),
             BuiltinQueue::Mem(q) => q.serve(req, io),
             BuiltinQueue::Loop(q) => q.serve(req, io),
+            BuiltinQueue::Nbd(q) => q.serve(req, io),
         }
     }
 
@@ -107,6 +123,7 @@ impl TargetQueue for BuiltinQueue {
             BuiltinQueue::Null(q) => q.op_done(tag, cookie, result, io),
             BuiltinQueue::Mem(q) => q.op_done(tag, cookie, result, io),
             BuiltinQueue::Loop(q) => q.op_done(tag, cookie, result, io),
+            BuiltinQueue::Nbd(q) => q.op_done(tag, cookie, result, io),
         }
     }
 }

@@ -71,11 +71,23 @@ impl Device {
     ///
     /// Block the signals ([`TerminationSignals::block`]) before the device is started, so its
     /// queue threads inherit the mask.
-    pub fn serve_until(mut self, signals: &TerminationSignals) -> Served {
+    pub fn serve_until(self, signals: &TerminationSignals) -> Served {
+        self.serve_until_watching(signals, &mut || {})
+    }
+
+    /// [`Device::serve_until`], calling `watch` between waits (five times a second): for a
+    /// server that reports what its target is doing (an NBD target's connections) as it
+    /// changes.
+    pub fn serve_until_watching(
+        mut self,
+        signals: &TerminationSignals,
+        watch: &mut dyn FnMut(),
+    ) -> Served {
         let ended = loop {
             if let Some(sig) = signals.wait(SERVE_POLL) {
                 break Ended::Signal(sig);
             }
+            watch();
             if !self.is_running() {
                 break if self.queues.iter().all(|q| q.ended_by_abort()) {
                     Ended::StoppedOutside

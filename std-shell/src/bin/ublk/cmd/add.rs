@@ -1,18 +1,19 @@
 //! `ublk add`: create a device and serve it, in the background (a daemon that outlives the
 //! command) or in the foreground.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use ublk::backend::NbdAddress;
 use ublk::{DataPath, Device, DeviceBuilder, Recovery, rules};
 
-use crate::server::target::{Kind, TargetSpec};
+use crate::server::target::{Kind, NbdSpec, TargetSpec};
 use crate::server::{self, Server};
 use crate::support::control::control_path;
 use crate::support::failure::Failure;
 use crate::support::options::{self, Opt, Parsed, Usage};
 
 /// `ublk add`'s synopsis and what it does, for help.
-pub const SYNOPSIS: &str = "-t null|mem|loop [options]";
+pub const SYNOPSIS: &str = "-t null|mem|loop|nbd [options]";
 /// What `ublk add` does.
 pub const ABOUT: &str = "create a device and serve it (in a daemon unless --foreground); prints its id and /dev/ublkbN once it is live";
 
@@ -43,9 +44,24 @@ pub enum AddOpt {
     Recovery,
     /// `--data-path`.
     DataPath,
+    /// `--host`.
+    Host,
+    /// `--port`.
+    Port,
+    /// `--socket`.
+    Socket,
+    /// `--export`.
+    Export,
+    /// `--connections`.
+    Connections,
+    /// `--reconnect-limit`.
+    ReconnectLimit,
     /// `--foreground`.
     Foreground,
 }
+
+/// How long a lost NBD connection may take to come back with `--recovery`, by default.
+const DEFAULT_RECONNECT_SECS: u64 = 60;
 
 /// `ublk add`'s options.
 pub const OPTS: &[Opt<AddOpt>] = &[
@@ -54,7 +70,7 @@ pub const OPTS: &[Opt<AddOpt>] = &[
         short: Some('t'),
         long: "type",
         value: Some("TARGET"),
-        help: "null (reads zeroes, drops writes), mem (a RAM disk) or loop (a file); required",
+        help: "null (drops writes), mem (a RAM disk), loop (a file) or nbd (an NBD server's export); required",
     },
     options::device_opt(
         AddOpt::Number,
@@ -137,6 +153,48 @@ pub const OPTS: &[Opt<AddOpt>] = &[
                copy (through a buffer of the server; every kernel)",
     },
     Opt {
+        key: AddOpt::Host,
+        short: None,
+        long: "host",
+        value: Some("HOST"),
+        help: "nbd: the NBD server's host name or address (or --socket)",
+    },
+    Opt {
+        key: AddOpt::Port,
+        short: None,
+        long: "port",
+        value: Some("PORT"),
+        help: "nbd: the server's TCP port (default 10809)",
+    },
+    Opt {
+        key: AddOpt::Socket,
+        short: None,
+        long: "socket",
+        value: Some("PATH"),
+        help: "nbd: the NBD server's Unix socket (instead of --host)",
+    },
+    Opt {
+        key: AddOpt::Export,
+        short: None,
+        long: "export",
+        value: Some("NAME"),
+        help: "nbd: the export to serve (default: the server's default export)",
+    },
+    Opt {
+        key: AddOpt::Connections,
+        short: None,
+        long: "connections",
+        value: Some("N"),
+        help: "nbd: connections to the server, one per queue (default: -q, else 1); more than one needs an export that allows it (CAN_MULTI_CONN)",
+    },
+    Opt {
+        key: AddOpt::ReconnectLimit,
+        short: None,
+        long: "reconnect-limit",
+        value: Some("SECONDS"),
+        help: "nbd with --recovery: how long a lost connection may take to come back, its I/O held meanwhile (default 60); without --recovery a lost connection fails its I/O at once",
+    },
+    Opt {
         key: AddOpt::Foreground,
         short: None,
         long: "foreground",
@@ -200,6 +258,21 @@ impl AddOptions {
             }
         });
         let file = file.transpose()?;
+        let queues = p.parsed(AddOpt::Queues, |v| {
+            options::by_rule(v, "queue count", rules::queues)
+        })?;
+        let recovery = match (p.flag(AddOpt::Recovery), p.value(AddOpt::Recovery)) {
+            (false, _) => Recovery::Off,
+            (true, None) => Recovery::Reissue,
+            (true, Some(mode)) => Recovery::from_name(mode)
+                .filter(|&m| m != Recovery::Off)
+                .ok_or_else(|| {
+                    Usage(format!(
+                        "--recovery: '{mode}' is not a mode (reissue, queue or fail-io)"
+                    ))
+                })?,
+        };
+        let nbd = nbd_spec(p, kind, queues, recovery, cwd)?;
         let target = TargetSpec {
             kind,
             file,
@@ -219,12 +292,13 @@ impl AddOptions {
                 let n = u32::try_from(n).map_err(|_| format!("'{v}' is too large"))?;
                 rules::logical_block_size(n).map_err(reason)
             })?,
+            nbd,
         };
         match (kind, &target.file) {
             (Kind::Loop, None) => {
                 return Err(Usage("-t loop needs -f, --file FILE".into()));
             }
-            (Kind::Null | Kind::Mem, Some(_)) => {
+            (Kind::Null | Kind::Mem | Kind::Nbd, Some(_)) => {
                 return Err(Usage(format!(
                     "--file is for -t loop, not -t {}",
                     kind.name()
@@ -241,6 +315,11 @@ impl AddOptions {
         if kind == Kind::Mem && target.size.is_none() {
             return Err(Usage("-t mem needs --size (how much RAM to serve)".into()));
         }
+        if kind == Kind::Nbd && target.size.is_some() {
+            return Err(Usage(
+                "--size is not for -t nbd: the device is the export's size".into(),
+            ));
+        }
         if let (Some(size), Some(lbs)) = (target.size, target.logical_block_size)
             && rules::device_size(size, lbs).is_err()
         {
@@ -248,28 +327,17 @@ impl AddOptions {
                 "--size: {size} bytes is not a multiple of the logical block size {lbs}"
             )));
         }
-        let recovery = match (p.flag(AddOpt::Recovery), p.value(AddOpt::Recovery)) {
-            (false, _) => Recovery::Off,
-            (true, None) => Recovery::Reissue,
-            (true, Some(mode)) => Recovery::from_name(mode)
-                .filter(|&m| m != Recovery::Off)
-                .ok_or_else(|| {
-                    Usage(format!(
-                        "--recovery: '{mode}' is not a mode (reissue, queue or fail-io)"
-                    ))
-                })?,
-        };
         if kind == Kind::Mem && recovery != Recovery::Off {
             return Err(Usage(
                 "--recovery is not for -t mem: its data lives in the server and dies with it (for a RAM disk that survives its server, use -t loop -f on a file in /dev/shm)".into(),
             ));
         }
+        // NBD: as many queues as connections.
+        let queues = target.nbd.as_ref().map(|n| n.connections).or(queues);
         Ok(AddOptions {
             target,
             id: p.parsed(AddOpt::Number, options::device_id)?,
-            queues: p.parsed(AddOpt::Queues, |v| {
-                options::by_rule(v, "queue count", rules::queues)
-            })?,
+            queues,
             depth: p.parsed(AddOpt::Depth, |v| {
                 options::by_rule(v, "queue depth", rules::queue_depth)
             })?,
@@ -299,6 +367,93 @@ impl AddOptions {
         }
         b
     }
+}
+
+/// The NBD export `-t nbd` names, checked; `None` for another target, whose line must name
+/// none of the NBD options.
+fn nbd_spec(
+    p: &Parsed<AddOpt>,
+    kind: Kind,
+    queues: Option<u16>,
+    recovery: Recovery,
+    cwd: &Path,
+) -> Result<Option<NbdSpec>, Usage> {
+    let nbd_opts = [
+        (AddOpt::Host, "--host"),
+        (AddOpt::Port, "--port"),
+        (AddOpt::Socket, "--socket"),
+        (AddOpt::Export, "--export"),
+        (AddOpt::Connections, "--connections"),
+        (AddOpt::ReconnectLimit, "--reconnect-limit"),
+    ];
+    if kind != Kind::Nbd {
+        return match nbd_opts.iter().find(|(o, _)| p.value(*o).is_some()) {
+            Some((_, name)) => Err(Usage(format!(
+                "{name} is for -t nbd, not -t {}",
+                kind.name()
+            ))),
+            None => Ok(None),
+        };
+    }
+    let port = p.parsed(AddOpt::Port, |v| {
+        options::number::<u16>(v, "port", 1..=u64::from(u16::MAX))
+    })?;
+    let address = match (p.value(AddOpt::Host), p.value(AddOpt::Socket)) {
+        (Some(_), Some(_)) => return Err(Usage("--host and --socket exclude each other".into())),
+        (None, None) => {
+            return Err(Usage(
+                "-t nbd needs --host HOST (and --port) or --socket PATH".into(),
+            ));
+        }
+        (Some(host), None) => {
+            // An IPv6 address may come in brackets, as in URLs.
+            let host = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
+            if host.is_empty() {
+                return Err(Usage("--host: the name is empty".into()));
+            }
+            NbdAddress::Tcp {
+                host: host.to_string(),
+                port: port.unwrap_or(NbdAddress::DEFAULT_PORT),
+            }
+        }
+        (None, Some(_)) if port.is_some() => {
+            return Err(Usage("--port is for --host, not --socket".into()));
+        }
+        (None, Some("")) => return Err(Usage("--socket: the path is empty".into())),
+        (None, Some(path)) => NbdAddress::Unix(cwd.join(PathBuf::from(path))),
+    };
+    let connections = p.parsed(AddOpt::Connections, |v| {
+        options::by_rule(v, "connection count", rules::queues)
+    })?;
+    let connections = match (connections, queues) {
+        (Some(c), Some(q)) if c != q => {
+            return Err(Usage(format!(
+                "--connections {c} and -q {q} differ: each queue has a connection of its own"
+            )));
+        }
+        (c, q) => c.or(q).unwrap_or(1),
+    };
+    let limit = p.parsed(AddOpt::ReconnectLimit, |v| {
+        options::number::<u64>(v, "reconnect limit in seconds", 1..=86_400)
+    })?;
+    let reconnect_secs = match (recovery, limit) {
+        (Recovery::Off, Some(_)) => {
+            return Err(Usage(
+                "--reconnect-limit needs --recovery: without it a lost connection fails its I/O at once".into(),
+            ));
+        }
+        (Recovery::Off, None) => None,
+        (_, limit) => Some(limit.unwrap_or(DEFAULT_RECONNECT_SECS)),
+    };
+    Ok(Some(NbdSpec {
+        address,
+        export: p.value(AddOpt::Export).unwrap_or_default().to_string(),
+        connections,
+        reconnect_secs,
+    }))
 }
 
 /// `ublk add ARGS`.
@@ -365,6 +520,7 @@ mod tests {
                     buffered: true,
                     read_only: true,
                     logical_block_size: Some(4096),
+                    nbd: None,
                 },
                 id: Some(7),
                 queues: Some(2),
@@ -396,6 +552,69 @@ mod tests {
         ] {
             assert_eq!(parse(line).expect("valid").recovery, want, "{line:?}");
         }
+    }
+
+    #[test]
+    fn nbd_targets() {
+        let o = parse(&[
+            "-t", "nbd", "--host", "10.0.0.1", "--export", "disk", "-q", "2",
+        ])
+        .expect("valid");
+        assert_eq!(
+            o.target.nbd,
+            Some(NbdSpec {
+                address: NbdAddress::Tcp {
+                    host: "10.0.0.1".into(),
+                    port: 10809
+                },
+                export: "disk".into(),
+                connections: 2,
+                reconnect_secs: None,
+            })
+        );
+        assert_eq!(o.queues, Some(2));
+        let o = parse(&[
+            "-t",
+            "nbd",
+            "--socket",
+            "nbd.sock",
+            "--connections",
+            "3",
+            "--recovery",
+            "--reconnect-limit",
+            "5",
+        ])
+        .expect("valid");
+        let nbd = o.target.nbd.expect("nbd");
+        assert_eq!(
+            nbd.address,
+            NbdAddress::Unix(PathBuf::from("/work/nbd.sock"))
+        );
+        assert_eq!((nbd.connections, nbd.reconnect_secs), (3, Some(5)));
+        assert_eq!(o.queues, Some(3), "a queue per connection");
+        let o = parse(&[
+            "-t",
+            "nbd",
+            "--host",
+            "[::1]",
+            "--port",
+            "1234",
+            "--recovery",
+        ])
+        .expect("valid");
+        let nbd = o.target.nbd.expect("nbd");
+        assert_eq!(
+            nbd.address,
+            NbdAddress::Tcp {
+                host: "::1".into(),
+                port: 1234
+            }
+        );
+        assert_eq!(
+            nbd.reconnect_secs,
+            Some(60),
+            "the default limit with --recovery"
+        );
     }
 
     #[test]
@@ -504,6 +723,38 @@ mod tests {
             (
                 &["-t", "null", "--bogus"],
                 "unknown option --bogus (see ublk add --help)",
+            ),
+            (
+                &["-t", "nbd"],
+                "-t nbd needs --host HOST (and --port) or --socket PATH",
+            ),
+            (
+                &["-t", "nbd", "--host", "h", "--socket", "/s"],
+                "--host and --socket exclude each other",
+            ),
+            (
+                &["-t", "nbd", "--socket", "/s", "--port", "1"],
+                "--port is for --host, not --socket",
+            ),
+            (
+                &["-t", "nbd", "--host", "h", "--port", "0"],
+                "--port: port must be 1..=65535, got 0",
+            ),
+            (
+                &["-t", "nbd", "--host", "h", "-q", "2", "--connections", "3"],
+                "--connections 3 and -q 2 differ: each queue has a connection of its own",
+            ),
+            (
+                &["-t", "nbd", "--host", "h", "--reconnect-limit", "5"],
+                "--reconnect-limit needs --recovery: without it a lost connection fails its I/O at once",
+            ),
+            (
+                &["-t", "nbd", "--host", "h", "--size", "1M"],
+                "--size is not for -t nbd: the device is the export's size",
+            ),
+            (
+                &["-t", "loop", "-f", "x", "--export", "disk"],
+                "--export is for -t nbd, not -t loop",
             ),
             (
                 &["-t", "null", "extra"],

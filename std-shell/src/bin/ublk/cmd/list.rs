@@ -193,6 +193,24 @@ impl Listed {
                 "data_path".into(),
                 Value::str(DataPath::of(self.info.flags()).name()),
             ),
+            (
+                "nbd".into(),
+                Value::opt(target.and_then(|t| t.nbd.as_ref()).map(|n| {
+                    Value::Object(vec![
+                        ("server".into(), Value::str(n.address.to_string())),
+                        ("export".into(), Value::str(&n.export)),
+                        ("connections".into(), Value::num(n.connections)),
+                        (
+                            "reconnect_secs".into(),
+                            Value::opt(n.reconnect_secs.map(Value::num)),
+                        ),
+                    ])
+                })),
+            ),
+            (
+                "status".into(),
+                Value::opt(record.and_then(|r| r.status.as_deref()).map(Value::str)),
+            ),
         ])
     }
 
@@ -228,10 +246,16 @@ impl Listed {
                 if let Some(f) = &r.target.file {
                     t += &format!(" {}", f.display());
                 }
+                if let Some(n) = &r.target.nbd {
+                    t += &format!(" {}", n.describe());
+                }
                 match r.direct_io {
                     Some(true) => t += " (direct I/O)",
                     Some(false) => t += " (buffered I/O)",
                     None => {}
+                }
+                if let Some(status) = &r.status {
+                    t += &format!("\n    status: {status}");
                 }
                 t
             }

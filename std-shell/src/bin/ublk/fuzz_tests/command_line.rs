@@ -13,6 +13,7 @@ use crate::cmd::del::{self, DelOpt, DelOptions};
 use crate::cmd::{features, list, quiesce, recover, resize};
 use crate::server::target::Kind;
 use crate::support::options::{self, Opt, Parsed, Usage};
+use ublk::backend::NbdAddress;
 use ublk::rules::MAX_DEVICE_ID;
 use ublk::{DataPath, Recovery};
 
@@ -241,13 +242,17 @@ fn fuzz_add_accepts_only_what_its_rules_allow() {
         // it are reached; sometimes none.
         let mut prefix = Vec::new();
         if p.chance(7, 8) {
-            let kind = *p.pick(&["null", "mem", "loop"]);
+            let kind = *p.pick(&["null", "mem", "loop", "nbd"]);
             prefix.extend(["-t".to_string(), kind.to_string()]);
             if kind == "mem" && p.chance(3, 4) {
                 prefix.extend(["--size".to_string(), value(p)]);
             }
             if kind == "loop" && p.chance(3, 4) {
                 prefix.extend(["-f".to_string(), value(p)]);
+            }
+            if kind == "nbd" && p.chance(3, 4) {
+                let how = if p.bool() { "--host" } else { "--socket" };
+                prefix.extend([how.to_string(), value(p)]);
             }
         }
         let line = command_line(p, add::OPTS, prefix);
@@ -282,7 +287,7 @@ fn fuzz_add_accepts_only_what_its_rules_allow() {
         }
         match kind {
             Some(Kind::Loop) if file.is_none() => faults.push("file"),
-            Some(Kind::Null | Kind::Mem) if file.is_some() => faults.push("file"),
+            Some(Kind::Null | Kind::Mem | Kind::Nbd) if file.is_some() => faults.push("file"),
             _ => {}
         }
         if kind.is_some_and(|k| k != Kind::Loop) && parsed.flag(AddOpt::Buffered) {
@@ -322,6 +327,53 @@ fn fuzz_add_accepts_only_what_its_rules_allow() {
         if data_path.is_some_and(|d| d.is_none()) {
             faults.push("data-path");
         }
+        // NBD: its options only with -t nbd; a server (--host or --socket, not both, neither
+        // empty; --port only with --host); as many connections as queues; a reconnection
+        // limit only with --recovery; no --size.
+        let nbd_opts = [
+            (AddOpt::Host, "host"),
+            (AddOpt::Port, "port"),
+            (AddOpt::Socket, "socket"),
+            (AddOpt::Export, "export"),
+            (AddOpt::Connections, "connections"),
+            (AddOpt::ReconnectLimit, "reconnect-limit"),
+        ];
+        let (host, socket) = (v(AddOpt::Host), v(AddOpt::Socket));
+        let port = v(AddOpt::Port).map(|t| number_rule(t, 1..=65535));
+        let connections = v(AddOpt::Connections).map(|t| number_rule(t, 1..=4096));
+        let queues = v(AddOpt::Queues).and_then(|t| number_rule(t, 1..=4096));
+        let limit = v(AddOpt::ReconnectLimit).map(|t| number_rule(t, 1..=86_400));
+        if kind.is_some_and(|k| k != Kind::Nbd) {
+            for (key, long) in nbd_opts {
+                if v(key).is_some() {
+                    faults.push(long);
+                }
+            }
+        }
+        if kind == Some(Kind::Nbd) {
+            match (host, socket) {
+                (Some(_), Some(_)) | (None, None) => faults.extend(["host", "socket"]),
+                (Some("" | "[]"), None) => faults.push("host"),
+                (None, Some("")) => faults.push("socket"),
+                _ => {}
+            }
+            if port.is_some_and(|p| p.is_none()) || (socket.is_some() && port.is_some()) {
+                faults.push("port");
+            }
+            match connections {
+                Some(None) => faults.push("connections"),
+                Some(Some(c)) if queues.is_some_and(|q| q != c) => faults.push("connections"),
+                _ => {}
+            }
+            if limit.is_some_and(|l| l.is_none())
+                || (limit.is_some() && recovery == Some(Recovery::Off))
+            {
+                faults.push("reconnect-limit");
+            }
+            if size.is_some() {
+                faults.push("size");
+            }
+        }
         let max_io = v(AddOpt::MaxIoSize).map(size_rule);
         if max_io
             .is_some_and(|n| !n.is_some_and(|n| n % page == 0 && (page..=32 << 20).contains(&n)))
@@ -346,10 +398,33 @@ fn fuzz_add_accepts_only_what_its_rules_allow() {
                     o.id.map(u64::from),
                     v(AddOpt::Number).and_then(|t| number_rule(t, 0..=MAX_ID))
                 );
-                assert_eq!(
-                    o.queues.map(u64::from),
-                    v(AddOpt::Queues).and_then(|t| number_rule(t, 1..=4096))
-                );
+                let nbd_connections = connections.flatten().or(queues).unwrap_or(1);
+                let want_queues = match kind {
+                    Some(Kind::Nbd) => Some(nbd_connections),
+                    _ => queues,
+                };
+                assert_eq!(o.queues.map(u64::from), want_queues);
+                match &t.nbd {
+                    None => assert_ne!(kind, Some(Kind::Nbd)),
+                    Some(n) => {
+                        assert_eq!(u64::from(n.connections), nbd_connections);
+                        assert_eq!(n.export, v(AddOpt::Export).unwrap_or_default());
+                        let reconnect = match recovery {
+                            Some(Recovery::Off) => None,
+                            _ => Some(limit.flatten().unwrap_or(60)),
+                        };
+                        assert_eq!(n.reconnect_secs, reconnect);
+                        match &n.address {
+                            NbdAddress::Tcp { port: got, .. } => {
+                                assert!(host.is_some());
+                                assert_eq!(u64::from(*got), port.flatten().unwrap_or(10809));
+                            }
+                            NbdAddress::Unix(path) => {
+                                assert_eq!(Some(path.clone()), socket.map(|s| cwd.join(s)));
+                            }
+                        }
+                    }
+                }
                 assert_eq!(
                     o.depth.map(u64::from),
                     v(AddOpt::Depth).and_then(|t| number_rule(t, 1..=4096))

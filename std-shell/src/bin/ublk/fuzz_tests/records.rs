@@ -7,8 +7,9 @@ use ublk_core::testing::{Prng, fuzz};
 
 use super::json::{number_text, string_value, value};
 use crate::server::records::{Fingerprint, Record};
-use crate::server::target::{Kind, TargetSpec};
+use crate::server::target::{Kind, NbdSpec, TargetSpec};
 use ublk::DataPath;
+use ublk::backend::NbdAddress;
 use ublk::json::{self, Value};
 
 fn record(p: &mut Prng) -> Record {
@@ -26,6 +27,19 @@ fn record(p: &mut Prng) -> Record {
             buffered: p.bool(),
             read_only: p.bool(),
             logical_block_size: p.bool().then(|| p.interesting_u32()),
+            nbd: p.bool().then(|| NbdSpec {
+                address: if p.bool() {
+                    NbdAddress::Tcp {
+                        host: string_value(p),
+                        port: p.interesting_u32() as u16,
+                    }
+                } else {
+                    NbdAddress::Unix(PathBuf::from(format!("/{}", string_value(p))))
+                },
+                export: string_value(p),
+                connections: p.interesting_u32() as u16,
+                reconnect_secs: p.bool().then(|| p.interesting_u64()),
+            }),
         },
         direct_io: p.bool().then(|| p.bool()),
         capacity: p.bool().then(|| p.interesting_u64()),
@@ -37,6 +51,7 @@ fn record(p: &mut Prng) -> Record {
             sysfs_inode: p.bool().then(|| p.interesting_u64()),
             node_inode: p.bool().then(|| p.interesting_u64()),
         },
+        status: p.bool().then(|| string_value(p)),
     }
 }
 
@@ -45,8 +60,11 @@ fn record(p: &mut Prng) -> Record {
 /// `read_only` booleans; and, each either missing or null, `file` a string, `size` a u64,
 /// `logical_block_size` a u32, `direct_io` a boolean, `capacity` a u64 and `data_path` one of
 /// the path names; and `device`, an object with `flags` a u64, `queues` and `depth` u16s,
-/// `max_io_size` a u32, and `sysfs_inode` and `node_inode` u64s or null (or missing). The
-/// first of repeated keys counts.
+/// `max_io_size` a u32, and `sysfs_inode` and `node_inode` u64s or null (or missing); and,
+/// missing or null, `status` a string and `nbd` an object with `export` a string,
+/// `connections` a u16, `reconnect_secs` a u64 or null (or missing), and either `host` a
+/// string and `port` a u16 (`socket` missing or null) or `socket` a string (`host` and `port`
+/// missing or null). The first of repeated keys counts.
 fn record_rule(v: &Value) -> Option<Record> {
     let Value::Object(members) = v else {
         return None;
@@ -115,6 +133,44 @@ fn record_rule(v: &Value) -> Option<Record> {
     let Value::Object(device) = get("device")? else {
         return None;
     };
+    let status = match optional("status")? {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return None,
+    };
+    let nbd = match optional("nbd")? {
+        None => None,
+        Some(Value::Object(n)) => {
+            let at = |key: &str| match n.iter().find(|(k, _)| k == key).map(|(_, v)| v) {
+                None | Some(Value::Null) => Some(None),
+                Some(v) => Some(Some(v)),
+            };
+            let text = |key: &str| match at(key)? {
+                None => Some(None),
+                Some(Value::String(s)) => Some(Some(s.clone())),
+                Some(_) => None,
+            };
+            let port = match at("port")? {
+                None => None,
+                Some(v) => Some(u16::try_from(unsigned(v)?).ok()?),
+            };
+            let address = match (text("host")?, port, text("socket")?) {
+                (Some(host), Some(port), None) => NbdAddress::Tcp { host, port },
+                (None, None, Some(path)) => NbdAddress::Unix(PathBuf::from(path)),
+                _ => return None,
+            };
+            Some(NbdSpec {
+                address,
+                export: text("export")??,
+                connections: u16::try_from(unsigned(at("connections")??)?).ok()?,
+                reconnect_secs: match at("reconnect_secs")? {
+                    None => None,
+                    Some(v) => Some(u64::try_from(unsigned(v)?).ok()?),
+                },
+            })
+        }
+        Some(_) => return None,
+    };
     let dev = |key: &str| device.iter().find(|(k, _)| k == key).map(|(_, v)| v);
     let dev_optional = |key: &str| match dev(key) {
         None | Some(Value::Null) => Some(None),
@@ -139,10 +195,12 @@ fn record_rule(v: &Value) -> Option<Record> {
             buffered: boolean(get("buffered")?)?,
             read_only: boolean(get("read_only")?)?,
             logical_block_size,
+            nbd,
         },
         direct_io,
         capacity,
         device: fingerprint,
+        status,
     })
 }
 
@@ -192,6 +250,8 @@ fn fuzz_records_round_trip_and_bad_fields_are_refused() {
         "direct_io",
         "capacity",
         "device",
+        "nbd",
+        "status",
     ];
     fuzz(1000, |p| {
         let r = record(p);

@@ -9,6 +9,7 @@ pub mod target;
 
 use std::path::{Path, PathBuf};
 
+use ublk::backend::NbdStatusHandle;
 use ublk::signal::{TerminationSignals, signal_name};
 use ublk::{Device, DeviceBuilder, Ended, Fate};
 
@@ -46,6 +47,8 @@ pub struct Server {
     signals: TerminationSignals,
     record: Record,
     run_dir: PathBuf,
+    /// NBD: what the connections are doing, reported as it changes.
+    nbd_status: Option<NbdStatusHandle>,
     /// One line: `device 3: /dev/ublkb3 (loop /srv/disk.img, 1 GiB, ...)`.
     pub summary: String,
     /// Things the user should know (printed by whoever talks to the user).
@@ -99,6 +102,7 @@ impl Server {
             device,
             direct_io,
             mut warnings,
+            nbd_status,
         } = target.start(builder, launch)?;
         warnings.extend(device.warnings().iter().cloned());
         let record = Record {
@@ -112,6 +116,7 @@ impl Server {
             direct_io,
             capacity: Some(device.size_limit()),
             device: Fingerprint::of(device.info()),
+            status: nbd_status.as_ref().map(|s| s.status().to_string()),
         };
         if let Err(e) = records::write(run_dir, &record) {
             warnings.push(format!("{e}; ublk list will not show its target"));
@@ -122,6 +127,7 @@ impl Server {
             signals,
             record,
             run_dir: run_dir.to_path_buf(),
+            nbd_status,
             summary,
             warnings,
         })
@@ -145,9 +151,26 @@ impl Server {
     /// or a failed queue ([`Device::serve_until`]); then keeps the record if the device
     /// waits for a new server (or what became of it is unknown), and removes it otherwise.
     /// `say` is told why it stopped and what it served; an error is returned.
-    pub fn serve(self, say: &dyn Fn(&str)) -> Result<(), Failure> {
+    pub fn serve(mut self, say: &dyn Fn(&str)) -> Result<(), Failure> {
         let id = self.device.id();
-        let served = self.device.serve_until(&self.signals);
+        // An NBD target's connections, as they change: in the log, and in the record for
+        // `ublk list`.
+        let mut record = self.record.clone();
+        let run_dir = self.run_dir.clone();
+        let nbd = self.nbd_status.take();
+        let mut watch = || {
+            let Some(now) = nbd.as_ref().map(|n| n.status().to_string()) else {
+                return;
+            };
+            if record.status.as_deref() != Some(now.as_str()) {
+                say(&format!("device {id}: NBD: {now}"));
+                record.status = Some(now);
+                if let Err(e) = records::write(&run_dir, &record) {
+                    say(&format!("device {id}: {e}"));
+                }
+            }
+        };
+        let served = self.device.serve_until_watching(&self.signals, &mut watch);
         match served.ended {
             Ended::Signal(sig) => say(&format!("{}: stopping device {id}", signal_name(sig))),
             Ended::StoppedOutside => say(&format!("device {id} was stopped from outside")),
@@ -183,6 +206,9 @@ fn summary(device: &Device, record: &Record) -> String {
     let mut what = t.kind.name().to_string();
     if let Some(f) = &t.file {
         what += &format!(" {}", f.display());
+    }
+    if let Some(n) = &t.nbd {
+        what += &format!(" {}", n.describe());
     }
     if let Some(direct) = record.direct_io {
         what += if direct {

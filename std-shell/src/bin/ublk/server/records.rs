@@ -19,10 +19,11 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use ublk::backend::NbdAddress;
 use ublk::json::{self, Value};
 use ublk::{DataPath, DeviceInfo};
 
-use super::target::{Kind, TargetSpec};
+use super::target::{Kind, NbdSpec, TargetSpec};
 
 /// Where the records live (a tmpfs: they describe running servers, not configuration).
 pub const RUN_DIR: &str = "/run/ublk";
@@ -116,6 +117,9 @@ pub struct Record {
     pub capacity: Option<u64>,
     /// The device the record describes.
     pub device: Fingerprint,
+    /// What the target is doing, where it can say (an NBD target's connections), as the
+    /// server last wrote it.
+    pub status: Option<String>,
 }
 
 impl Record {
@@ -163,6 +167,11 @@ impl Record {
                 "data_path".into(),
                 Value::opt(t.data_path.map(|p| Value::str(p.name()))),
             ),
+            ("nbd".into(), Value::opt(t.nbd.as_ref().map(nbd_json))),
+            (
+                "status".into(),
+                Value::opt(self.status.as_deref().map(Value::str)),
+            ),
             (
                 "device".into(),
                 Value::Object(vec![
@@ -206,6 +215,14 @@ impl Record {
         if !matches!(d, Value::Object(_)) {
             return Err(bad("device"));
         }
+        let nbd = match v.get("nbd") {
+            None | Some(Value::Null) => None,
+            Some(n) => Some(nbd_from_json(n)?),
+        };
+        let status = match v.get("status") {
+            None | Some(Value::Null) => None,
+            Some(s) => Some(s.as_str().ok_or_else(|| bad("status"))?.to_string()),
+        };
         Ok(Record {
             id: int(v, "id")?,
             pid: field(v, "pid")?
@@ -220,6 +237,7 @@ impl Record {
                 buffered: boolean(v, "buffered")?,
                 read_only: boolean(v, "read_only")?,
                 logical_block_size: opt_int(v, "logical_block_size")?,
+                nbd,
             },
             direct_io: match v.get("direct_io") {
                 None | Some(Value::Null) => None,
@@ -234,8 +252,52 @@ impl Record {
                 sysfs_inode: opt_int(d, "sysfs_inode")?,
                 node_inode: opt_int(d, "node_inode")?,
             },
+            status,
         })
     }
+}
+
+/// An NBD export in a record: `{"host", "port"}` or `{"socket"}`, with `export`,
+/// `connections` and `reconnect_secs` (null: none).
+fn nbd_json(n: &NbdSpec) -> Value {
+    let (host, port, socket) = match &n.address {
+        NbdAddress::Tcp { host, port } => (Some(Value::str(host)), Some(Value::num(*port)), None),
+        NbdAddress::Unix(path) => (None, None, Some(Value::str(path.to_string_lossy()))),
+    };
+    Value::Object(vec![
+        ("host".into(), Value::opt(host)),
+        ("port".into(), Value::opt(port)),
+        ("socket".into(), Value::opt(socket)),
+        ("export".into(), Value::str(&n.export)),
+        ("connections".into(), Value::num(n.connections)),
+        (
+            "reconnect_secs".into(),
+            Value::opt(n.reconnect_secs.map(Value::num)),
+        ),
+    ])
+}
+
+fn nbd_from_json(v: &Value) -> Result<NbdSpec, String> {
+    if !matches!(v, Value::Object(_)) {
+        return Err(bad("nbd"));
+    }
+    let text = |name: &str| -> Result<Option<String>, String> {
+        match v.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(s) => Ok(Some(s.as_str().ok_or_else(|| bad(name))?.to_string())),
+        }
+    };
+    let address = match (text("host")?, opt_int::<u16>(v, "port")?, text("socket")?) {
+        (Some(host), Some(port), None) => NbdAddress::Tcp { host, port },
+        (None, None, Some(path)) => NbdAddress::Unix(PathBuf::from(path)),
+        _ => return Err("\"nbd\" needs host and port, or socket".into()),
+    };
+    Ok(NbdSpec {
+        address,
+        export: text("export")?.ok_or_else(|| bad("export"))?,
+        connections: int(v, "connections")?,
+        reconnect_secs: opt_int(v, "reconnect_secs")?,
+    })
 }
 
 fn field<'v>(v: &'v Value, name: &str) -> Result<&'v Value, String> {
@@ -435,10 +497,12 @@ mod tests {
                 buffered: false,
                 read_only: true,
                 logical_block_size: Some(4096),
+                nbd: None,
             },
             direct_io: Some(true),
             capacity: Some(2 << 30),
             device: fingerprint(),
+            status: None,
         }
     }
 
@@ -464,6 +528,7 @@ mod tests {
                 buffered: false,
                 read_only: false,
                 logical_block_size: None,
+                nbd: None,
             },
             direct_io: None,
             capacity: None,
@@ -474,7 +539,31 @@ mod tests {
             ..r
         };
         write(&dir, &none).expect("write");
-        assert_eq!(read(&dir, 7), Ok(Some(none)));
+        assert_eq!(read(&dir, 7), Ok(Some(none.clone())));
+        for address in [
+            NbdAddress::Tcp {
+                host: "::1".into(),
+                port: 10809,
+            },
+            NbdAddress::Unix(PathBuf::from("/run/nbd.sock")),
+        ] {
+            let nbd = Record {
+                target: TargetSpec {
+                    kind: Kind::Nbd,
+                    nbd: Some(NbdSpec {
+                        address,
+                        export: "disk \"x\"".into(),
+                        connections: 2,
+                        reconnect_secs: Some(60),
+                    }),
+                    ..none.target.clone()
+                },
+                status: Some("connection 1: lost (...); I/O is held".into()),
+                ..none.clone()
+            };
+            write(&dir, &nbd).expect("write");
+            assert_eq!(read(&dir, 7), Ok(Some(nbd)));
+        }
         // No temporary file is left behind.
         let names: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
         assert_eq!(names.len(), 1, "{names:?}");

@@ -1,8 +1,9 @@
 //! The targets `ublk add` serves, and how a description of one becomes a started device.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use ublk::backend::Builtin;
+use ublk::backend::{Builtin, Nbd, NbdAddress, NbdStatusHandle};
 use ublk::{DataPath, Device, DeviceBuilder, DiscardLimits, Loop, Mem, Null};
 
 /// A null device's size when none is given: what ublksrv's `ublk add -t null` makes.
@@ -17,11 +18,13 @@ pub enum Kind {
     Mem,
     /// A file or block device.
     Loop,
+    /// An export of an NBD server.
+    Nbd,
 }
 
 impl Kind {
     /// Every target, in the order help lists them.
-    pub const ALL: [Kind; 3] = [Kind::Null, Kind::Mem, Kind::Loop];
+    pub const ALL: [Kind; 4] = [Kind::Null, Kind::Mem, Kind::Loop, Kind::Nbd];
 
     /// Its name on the command line and in JSON.
     pub fn name(self) -> &'static str {
@@ -29,6 +32,7 @@ impl Kind {
             Kind::Null => "null",
             Kind::Mem => "mem",
             Kind::Loop => "loop",
+            Kind::Nbd => "nbd",
         }
     }
 
@@ -56,6 +60,39 @@ pub struct TargetSpec {
     pub read_only: bool,
     /// The logical block size (default: the backing file's, else 512).
     pub logical_block_size: Option<u32>,
+    /// The NBD export (nbd only).
+    pub nbd: Option<NbdSpec>,
+}
+
+/// An NBD export as the user described it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NbdSpec {
+    /// Where the server listens.
+    pub address: NbdAddress,
+    /// The export's name (empty: the server's default export).
+    pub export: String,
+    /// Connections, one per queue.
+    pub connections: u16,
+    /// How long a lost connection may take to come back, I/O held meanwhile (`--recovery`);
+    /// `None`: its I/O fails at once.
+    pub reconnect_secs: Option<u64>,
+}
+
+impl NbdSpec {
+    /// `export 'disk' at 127.0.0.1:10809, 2 connections` and the reconnection.
+    pub fn describe(&self) -> String {
+        let mut text = format!(
+            "export '{}' at {}, {} connection{}",
+            self.export,
+            self.address,
+            self.connections,
+            if self.connections == 1 { "" } else { "s" }
+        );
+        if let Some(secs) = self.reconnect_secs {
+            text += &format!(", reconnecting for up to {secs} s");
+        }
+        text
+    }
 }
 
 /// What to do with a target once it is open.
@@ -86,6 +123,8 @@ pub struct Started {
     /// What the user should know but does not stop the device (e.g. why direct I/O was not
     /// possible).
     pub warnings: Vec<String>,
+    /// NBD: what its connections are doing, for the record and the log.
+    pub nbd_status: Option<NbdStatusHandle>,
 }
 
 impl TargetSpec {
@@ -100,6 +139,7 @@ impl TargetSpec {
         }
         let mut warnings = Vec::new();
         let mut direct_io = None;
+        let mut nbd_status = None;
         let target: Builtin = match self.kind {
             Kind::Null => {
                 if let Some(lbs) = self.logical_block_size {
@@ -145,11 +185,30 @@ impl TargetSpec {
                 }
                 target.into()
             }
+            Kind::Nbd => {
+                let Some(spec) = &self.nbd else {
+                    return Err(ublk::Error::InvalidArgument {
+                        what: "target",
+                        reason: "an nbd target without its server".into(),
+                    });
+                };
+                if let Some(lbs) = self.logical_block_size {
+                    builder = builder.logical_block_size(lbs);
+                }
+                let nbd = Nbd::options(spec.address.clone(), spec.export.clone())
+                    .connections(spec.connections)
+                    .reconnect(spec.reconnect_secs.map(Duration::from_secs))
+                    .open()?;
+                nbd_status = Some(nbd.status_handle());
+                builder = builder.queues(spec.connections);
+                nbd.into()
+            }
         };
         Ok(Started {
             device: launch.run(builder, target)?,
             direct_io,
             warnings,
+            nbd_status,
         })
     }
 }
