@@ -19,12 +19,15 @@ use ublk::backend::{Nbd, NbdAddress, NbdOptions};
 use ublk::signal::process_alive;
 use ublk::{DataPath, Device, Features};
 
-use crate::backends::{Scratch, ext4_round_trip, path_str, random_bytes, verify_whole};
-use crate::cli::wait_until;
+use crate::backends::{
+    Scratch, ext4_round_trip, fio_verify_cmd, path_str, random_bytes, verify_whole,
+};
+use crate::cli::{Added, add, del, list_one, ublk, wait_until};
 use crate::fio::{
     self, BLKDISCARD, BLKZEROOUT, failed, io_err, open_direct, range_ioctl, write_read_back,
 };
 use crate::harness::{NotPassed, Test, TestResult, skip};
+use crate::recovery::{fio_result, kill_9, recover, wait_state};
 
 const MIB: u64 = 1 << 20;
 
@@ -69,7 +72,13 @@ pub const TESTS: &[Test] = tests![
     "nbd::a_read_only_export_refuses_writes" needs COPY => a_read_only_export_refuses_writes,
     "nbd::a_lost_server_fails_io_without_reconnection" needs COPY => a_lost_server_fails_io_without_reconnection,
     "nbd::a_restarted_server_gets_the_held_io" needs COPY => a_restarted_server_gets_the_held_io,
+    "nbd::cli_add_list_and_del" needs COPY => cli_add_list_and_del,
+    "nbd::cli_refusals_are_one_line_and_leave_no_device" needs COPY => cli_refusals_are_one_line_and_leave_no_device,
+    "nbd::cli_list_says_why_io_is_held_or_fails" needs USER_RECOVERY_REISSUE => cli_list_says_why_io_is_held_or_fails,
+    "nbd::cli_kill_9_and_recover_under_fio_verify" needs USER_RECOVERY_REISSUE => cli_kill_9_and_recover_under_fio_verify,
 ];
+
+const USER_RECOVERY_REISSUE: Features = Features::USER_RECOVERY_REISSUE;
 
 // --- helpers ---------------------------------------------------------------------------------
 
@@ -626,4 +635,231 @@ fn wait_fio(mut child: Child, limit: Duration) -> Result<std::process::Output, N
     child
         .wait_with_output()
         .map_err(io_err("reading fio's output"))
+}
+
+/// The `ublk add` options for `running`'s export "disk".
+fn cli_server_args(running: &Running) -> Vec<String> {
+    let mut args = vec!["-t".to_string(), "nbd".to_string()];
+    match &running.address {
+        NbdAddress::Tcp { host, port } => args.extend([
+            "--host".into(),
+            host.clone(),
+            "--port".into(),
+            port.to_string(),
+        ]),
+        NbdAddress::Unix(path) => args.extend(["--socket".into(), path_str(path).to_string()]),
+    }
+    args.extend(["--export".into(), "disk".into()]);
+    args
+}
+
+/// `ublk add ARGS` for `running`'s export, once the server serves (its start is slow).
+fn cli_add(running: &Running, extra: &[&str]) -> Result<Added, NotPassed> {
+    running.open("disk", 1)?; // waits until it serves
+    let mut args = cli_server_args(running);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    add(&args)
+}
+
+/// `ublk add -t nbd` on each server: the device serves the export (data checked against the
+/// server's file), `list --json` shows the NBD settings, `del` leaves nothing.
+fn cli_add_list_and_del() -> TestResult {
+    for kind in [Kind::NbdServer, Kind::QemuNbd] {
+        let scratch = Scratch::new(kind.program())?;
+        let running = kind.start(&scratch, None)?;
+        let added = cli_add(&running, &["-q", "2"])?;
+        let v = list_one(added.id)?;
+        assert_eq!(
+            v.get("target").and_then(crate::json::Value::as_str),
+            Some("nbd")
+        );
+        let nbd = v
+            .get("nbd")
+            .ok_or_else(|| failed("no \"nbd\" in list --json"))?;
+        assert_eq!(
+            nbd.get("server").and_then(crate::json::Value::as_str),
+            Some(running.address.to_string().as_str())
+        );
+        assert_eq!(
+            nbd.get("export").and_then(crate::json::Value::as_str),
+            Some("disk")
+        );
+        assert_eq!(
+            nbd.get("connections").and_then(crate::json::Value::as_u64),
+            Some(2)
+        );
+        assert_eq!(
+            v.get("queues").and_then(crate::json::Value::as_u64),
+            Some(2)
+        );
+        assert_eq!(
+            v.get("status").and_then(crate::json::Value::as_str),
+            Some("connected")
+        );
+        let pattern = random_bytes(11, 256 << 10);
+        write_read_back(&added.block_dev(), 5 * MIB, &pattern)?;
+        open_direct(&added.block_dev())
+            .and_then(|f| f.sync_all())
+            .map_err(io_err("fsync"))?;
+        let mut back = vec![0u8; pattern.len()];
+        std::fs::File::open(running.file.as_ref().expect("a file"))
+            .and_then(|f| f.read_exact_at(&mut back, 5 * MIB))
+            .map_err(io_err("reading the server's file"))?;
+        assert!(
+            back == pattern,
+            "{kind:?}: the data is in the server's file"
+        );
+        del(&added)?;
+    }
+    Ok(())
+}
+
+/// A wrong export, nothing listening, a server that hangs up in the handshake: each one line
+/// naming the server and what it did, exit 1, and no device.
+fn cli_refusals_are_one_line_and_leave_no_device() -> TestResult {
+    let scratch = Scratch::new("nbd-cli-refusals")?;
+    let running = Kind::Nbdkit.start(&scratch, None)?;
+    running.open("disk", 1)?;
+    ublk(&[
+        "add",
+        "-t",
+        "nbd",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "10811",
+        "--export",
+        "nope",
+    ])?
+    .fails(
+        1,
+        "the NBD server refused export 'nope': NBD_REP_ERR_UNKNOWN (no such export)",
+    );
+    ublk(&["add", "-t", "nbd", "--host", "127.0.0.1", "--port", "1"])?.fails(
+        1,
+        "cannot connect to the NBD server at 127.0.0.1:1: Connection refused",
+    );
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:10813").map_err(io_err("listening on 10813"))?;
+    let hang_up = std::thread::spawn(move || {
+        if let Ok((stream, _)) = listener.accept() {
+            drop(stream);
+        }
+    });
+    ublk(&["add", "-t", "nbd", "--host", "127.0.0.1", "--port", "10813"])?.fails(
+        1,
+        "the NBD server closed the connection during its greeting",
+    );
+    let _ = hang_up.join();
+    // More connections than the export allows is refused by name too (nbd-server and nbdkit
+    // allow several; a qemu-nbd without -e does not).
+    let socket = scratch.dir().join("single.sock");
+    let disk = scratch.file("single.img", SIZE)?;
+    let single = Server::spawn(
+        "qemu-nbd",
+        &[
+            "-f",
+            "raw",
+            "--persistent",
+            "-k",
+            path_str(&socket),
+            "-x",
+            "disk",
+            path_str(&disk),
+        ],
+        &scratch,
+    )?;
+    single.open(NbdOptions::new(NbdAddress::Unix(socket.clone()), "disk"))?;
+    ublk(&[
+        "add",
+        "-t",
+        "nbd",
+        "--socket",
+        path_str(&socket),
+        "--export",
+        "disk",
+        "-q",
+        "2",
+    ])?
+    .fails(2, "does not allow more than one");
+    assert!(
+        ublk_tests::ublk_char_device_ids().is_empty(),
+        "no device left"
+    );
+    Ok(())
+}
+
+/// What `ublk list` says of a device whose NBD server went away: with `--recovery`, that its
+/// I/O is held while it reconnects (and then that it is connected again); without, that its
+/// I/O fails.
+fn cli_list_says_why_io_is_held_or_fails() -> TestResult {
+    let scratch = Scratch::new("nbd-cli-status")?;
+    let running = Kind::QemuNbd.start(&scratch, None)?;
+    let file = running.file.clone().expect("a file");
+    let held = cli_add(&running, &["--recovery", "--reconnect-limit", "60"])?;
+    let failing = cli_add(&running, &[])?;
+    let Running { server, .. } = running;
+    drop(server);
+    // A request on each makes the loss known (an idle connection may not notice at once).
+    let _ = std::thread::spawn({
+        let dev = failing.block_dev();
+        move || open_direct(&dev).and_then(|f| f.read_exact_at(&mut vec![0; 4096], 0))
+    });
+    let status = |id| -> Result<String, NotPassed> {
+        Ok(list_one(id)?
+            .get("status")
+            .and_then(crate::json::Value::as_str)
+            .unwrap_or_default()
+            .to_string())
+    };
+    let waited = wait_until(Duration::from_secs(20), || {
+        status(held.id).is_ok_and(|s| s.contains("I/O is held"))
+            && status(failing.id).is_ok_and(|s| s.contains("I/O fails with EIO"))
+    });
+    println!("    held: {}", status(held.id)?);
+    println!("    failing: {}", status(failing.id)?);
+    assert!(waited, "list says why");
+    let text = ublk(&["list", "-n", &held.id.to_string()])?.ok()?.stdout;
+    assert!(
+        text.contains("status: ") && text.contains("reconnecting"),
+        "{text}"
+    );
+    let again = Kind::QemuNbd.start(&scratch, Some(&file))?;
+    assert!(
+        wait_until(Duration::from_secs(30), || status(held.id)
+            .is_ok_and(|s| s == "connected")),
+        "connected again: {}",
+        status(held.id)?
+    );
+    del(&failing)?;
+    del(&held)?;
+    drop(again);
+    Ok(())
+}
+
+/// `kill -9` of the `ublk add -t nbd --recovery` server during fio verify, then `ublk
+/// recover`: the new server connects to the export again (the record says where) and fio
+/// verifies every block.
+fn cli_kill_9_and_recover_under_fio_verify() -> TestResult {
+    let scratch = Scratch::new("nbd-cli-recover")?;
+    let running = Kind::NbdServer.start(&scratch, None)?;
+    let added = cli_add(&running, &["-q", "2", "--recovery"])?;
+    let child = fio::spawn(fio_verify_cmd(&added.block_dev(), 32, SIZE))?;
+    std::thread::sleep(Duration::from_millis(1500));
+    kill_9(added.pid)?;
+    wait_state(added.id, "quiesced")?;
+    let added = recover(&added)?;
+    let (code, result) = fio_result(child, Duration::from_secs(240))?;
+    assert_eq!((code, result.error), (0, 0), "fio verify passed");
+    assert_eq!(
+        (result.write_kib, result.read_kib),
+        (SIZE >> 10, SIZE >> 10)
+    );
+    let v = list_one(added.id)?;
+    assert_eq!(
+        v.get("target").and_then(crate::json::Value::as_str),
+        Some("nbd")
+    );
+    del(&added)
 }

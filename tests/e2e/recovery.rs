@@ -156,7 +156,7 @@ fn recoverable_loop_example(file: &Path, extra: &[&str]) -> Result<(Child, u32),
 }
 
 /// SIGKILL to `pid`, and waits until it is gone.
-fn kill_9(pid: i32) -> TestResult {
+pub(crate) fn kill_9(pid: i32) -> TestResult {
     // SAFETY: kill takes plain integers; `pid` is a server this test started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     if !wait_until(Duration::from_secs(10), || !process_alive(pid)) {
@@ -177,7 +177,7 @@ fn state(id: u32) -> Result<String, NotPassed> {
 }
 
 /// Waits until device `id` is in `want` (`ublk list`'s name), bounded by [`NOTICE`].
-fn wait_state(id: u32, want: &str) -> TestResult {
+pub(crate) fn wait_state(id: u32, want: &str) -> TestResult {
     let deadline = Instant::now() + NOTICE;
     loop {
         let now = state(id)?;
@@ -194,7 +194,7 @@ fn wait_state(id: u32, want: &str) -> TestResult {
 }
 
 /// `ublk recover -n ID`, which must succeed: the new server.
-fn recover(old: &Added) -> Result<Added, NotPassed> {
+pub(crate) fn recover(old: &Added) -> Result<Added, NotPassed> {
     let out = ublk(&["recover", "-n", &old.id.to_string()])?.ok()?;
     let new = Added::parse(&out)?;
     assert_eq!(new.id, old.id, "the same device");
@@ -205,7 +205,7 @@ fn recover(old: &Added) -> Result<Added, NotPassed> {
 }
 
 /// Waits (bounded) for a fio started with [`fio::spawn`] and reads its result.
-fn fio_result(mut child: Child, limit: Duration) -> Result<(i32, FioResult), NotPassed> {
+pub(crate) fn fio_result(mut child: Child, limit: Duration) -> Result<(i32, FioResult), NotPassed> {
     let code = wait_child(&mut child, limit)?;
     let out = child
         .wait_with_output()

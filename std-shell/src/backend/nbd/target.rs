@@ -122,27 +122,14 @@ impl Nbd {
             ));
         }
         let server = options.address.to_string();
-        let mut streams = Vec::new();
-        let mut first: Option<Export> = None;
-        for _ in 0..options.connections {
-            let (stream, export) = connect(&options.address, &options.export, options.timeout)
-                .map_err(|e| Error::Nbd {
-                    reason: e.to_string(),
-                })?;
-            if let Some(first) = &first
-                && (first.size != export.size || first.flags != export.flags)
-            {
-                return Err(Error::Nbd {
-                    reason: format!(
-                        "the NBD server at {server} described export '{}' differently on two connections",
-                        options.export
-                    ),
-                });
-            }
-            first.get_or_insert(export);
-            streams.push(Some(stream));
-        }
-        let export = first.expect("at least one connection");
+        let open = || {
+            connect(&options.address, &options.export, options.timeout).map_err(|e| Error::Nbd {
+                reason: e.to_string(),
+            })
+        };
+        // The first connection says whether the export allows more, before any other is
+        // made: a server that does not (qemu-nbd without -e) would keep them waiting.
+        let (stream, export) = open()?;
         if options.connections > 1 && !export.flags.contains(TransmissionFlags::CAN_MULTI_CONN) {
             return Err(Error::invalid(
                 "NBD connections",
@@ -151,6 +138,19 @@ impl Nbd {
                     export.name
                 ),
             ));
+        }
+        let mut streams = vec![Some(stream)];
+        for _ in 1..options.connections {
+            let (stream, other) = open()?;
+            if (other.size, other.flags) != (export.size, export.flags) {
+                return Err(Error::Nbd {
+                    reason: format!(
+                        "the NBD server at {server} described export '{}' differently on two connections",
+                        options.export
+                    ),
+                });
+            }
+            streams.push(Some(stream));
         }
         let page = ublk_core::sys::page_size() as u32;
         if let Some(b) = export.block_sizes
