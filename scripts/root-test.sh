@@ -2,9 +2,10 @@
 # Boots a VM whose root file system is served by ublk (the recipe in scripts/root/, see "Root on
 # ublk" in README.md) and checks it, in libtest's format (`test root::NAME ... ok`):
 #   - in the booted root (scripts/vm/root-init, run as init=): served by the initramfs's server,
-#     files written with fsync, fio verify, the server handed over while fio verify runs
-#     (`ublk quiesce` + `ublk recover` where the kernel has QUIESCE; `kill -9` + `ublk recover`
-#     on every kernel), the root usable after, a clean kernel log;
+#     hardened (OOM score, locked memory, `@` name), files written with fsync, fio verify, the
+#     server handed over while fio verify runs (`ublk quiesce` + `ublk recover` where the
+#     kernel has QUIESCE; `kill -9` + `ublk recover` and `ublk recover --take-over` on every
+#     kernel), the root usable after, a clean kernel log;
 #   - on the host after the guest powered off: the shutdown made the root read-only and
 #     stopped the device, `e2fsck -fn` finds the image clean, and the files read back from it
 #     with the sums the guest printed;

@@ -50,14 +50,89 @@ const PR_SET_IO_FLUSHER: libc::c_int = 57;
 
 /// Marks the calling thread as one that cleans dirty pages (`PR_SET_IO_FLUSHER`): its memory
 /// allocations then never wait on I/O, which would deadlock when the I/O is its own device's.
-/// Needs `CAP_SYS_RESOURCE` (EPERM without).
-pub(crate) fn set_io_flusher() -> io::Result<()> {
+/// Needs `CAP_SYS_RESOURCE` (EPERM without). Queue threads set it themselves; a server's
+/// other threads (the one that waits for signals) call this.
+pub fn set_io_flusher() -> io::Result<()> {
     // SAFETY: prctl with PR_SET_IO_FLUSHER takes plain integers.
     let ret = unsafe { libc::prctl(PR_SET_IO_FLUSHER, 1 as libc::c_ulong, 0, 0, 0) };
     if ret != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Locks the process's memory in RAM: its code and read-only data (every private file mapping:
+/// the binary, and shared libraries when it has any) whole and at once, every other page as it
+/// is first touched, now and in later mappings (`mlockall(MCL_CURRENT | MCL_FUTURE |
+/// MCL_ONFAULT)`). A server whose code could be dropped and read again from its binary, or
+/// whose pages could be swapped out, would wait to run on a disk that may be the one it
+/// serves; locking the rest only as it is touched keeps a RAM disk's large mapping, and each
+/// thread's stack, from being allocated whole. Needs `CAP_IPC_LOCK` or a large enough
+/// `RLIMIT_MEMLOCK`.
+pub fn lock_memory() -> io::Result<()> {
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    for (start, end) in maps.lines().filter_map(private_file_mapping) {
+        // SAFETY: mlock reads in and pins pages of a mapping this process has (the kernel
+        // checks the range); it changes no memory's contents.
+        if unsafe { libc::mlock(start as *const libc::c_void, end - start) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: mlockall takes plain flags and changes no memory's contents.
+    let ret = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The address range of a `/proc/self/maps` line that maps a file privately and readably
+/// (`START-END r?xp OFFSET DEV INODE /PATH`); `None` for anything else: anonymous memory, a
+/// shared mapping (a RAM disk's memfd), a guard gap (`---p`).
+fn private_file_mapping(line: &str) -> Option<(usize, usize)> {
+    let mut fields = line.split_ascii_whitespace();
+    let (start, end) = fields.next()?.split_once('-')?;
+    let perms = fields.next()?.as_bytes();
+    let path = fields.nth(3)?;
+    if perms.first() != Some(&b'r') || perms.get(3) != Some(&b'p') || !path.starts_with('/') {
+        return None;
+    }
+    let start = usize::from_str_radix(start, 16).ok()?;
+    let end = usize::from_str_radix(end, 16).ok()?;
+    (start < end).then_some((start, end))
+}
+
+/// Sets the process's command line as `/proc/PID/cmdline` shows it (`ps`, systemd) to
+/// `args`, without changing its own arguments: `prctl(PR_SET_MM, PR_SET_MM_ARG_START /
+/// ARG_END)` pointed at a copy that lives as long as the process. systemd leaves a process
+/// whose `argv[0]` starts with `@` running at shutdown (a root storage daemon). Needs
+/// `CAP_SYS_RESOURCE`.
+pub fn set_command_line(args: &[&str]) -> io::Result<()> {
+    let mut text = Vec::new();
+    for arg in args {
+        text.extend_from_slice(arg.as_bytes());
+        text.push(0);
+    }
+    // For the process's life: the kernel reads it whenever /proc/PID/cmdline is read.
+    let text: &'static [u8] = Box::leak(text.into_boxed_slice());
+    let start = text.as_ptr() as libc::c_ulong;
+    let end = start + text.len() as libc::c_ulong;
+    let set = |what: libc::c_int, at: libc::c_ulong| {
+        // SAFETY: prctl takes plain integers; the kernel only checks that `at` lies in this
+        // process's address space (it does: `text`), and reads it on later /proc reads.
+        let ret = unsafe { libc::prctl(libc::PR_SET_MM, what, at, 0, 0) };
+        if ret != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // The kernel keeps start ≤ end at every step, so the order depends on where the copy
+    // lies against the current arguments: try one, then the other.
+    set(libc::PR_SET_MM_ARG_START, start)
+        .and_then(|()| set(libc::PR_SET_MM_ARG_END, end))
+        .or_else(|_| {
+            set(libc::PR_SET_MM_ARG_END, end).and_then(|()| set(libc::PR_SET_MM_ARG_START, start))
+        })
 }
 
 /// The CPUs the calling thread may run on (its affinity mask, as cgroups and the parent left
@@ -479,5 +554,54 @@ mod tests {
         assert_eq!(kill(0, 0).unwrap_err().raw_os_error(), Some(libc::EINVAL));
         assert_eq!(kill(-1, 0).unwrap_err().raw_os_error(), Some(libc::EINVAL));
         assert_ne!(random_u64().unwrap(), random_u64().unwrap());
+    }
+
+    #[test]
+    fn only_private_readable_file_mappings_are_locked_whole() {
+        let line = |s| private_file_mapping(s);
+        assert_eq!(
+            line("00400000-00452000 r-xp 00000000 08:02 173521 /usr/bin/ublk"),
+            Some((0x400000, 0x452000))
+        );
+        assert_eq!(
+            line("7f00-8f00 r--p 00001000 08:02 17 /usr/lib/libc.so.6 (deleted)"),
+            Some((0x7f00, 0x8f00))
+        );
+        // A RAM disk's memfd (shared), anonymous memory, a guard gap, the stack.
+        assert_eq!(
+            line("7f00-8f00 rw-s 00000000 00:01 5 /memfd:ublk (deleted)"),
+            None
+        );
+        assert_eq!(line("7f00-8f00 rw-p 00000000 00:00 0"), None);
+        assert_eq!(
+            line("7f00-8f00 ---p 00000000 08:02 17 /usr/lib/libc.so.6"),
+            None
+        );
+        assert_eq!(line("7ffd-7ffe rw-p 00000000 00:00 0 [stack]"), None);
+        assert_eq!(line("garbage"), None);
+        assert_eq!(line("8f00-7f00 r-xp 00000000 08:02 17 /bin/x"), None);
+    }
+
+    #[test]
+    fn the_command_line_can_be_renamed_where_permitted() {
+        // The test binary's own command line is put back afterwards.
+        let before = std::fs::read("/proc/self/cmdline").unwrap();
+        match set_command_line(&["@ublk-test", "arg"]) {
+            Ok(()) => {
+                assert_eq!(
+                    std::fs::read("/proc/self/cmdline").unwrap(),
+                    b"@ublk-test\0arg\0"
+                );
+                let args: Vec<&str> = before
+                    .split(|&b| b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| std::str::from_utf8(a).unwrap())
+                    .collect();
+                set_command_line(&args).unwrap();
+                assert_eq!(std::fs::read("/proc/self/cmdline").unwrap(), before);
+            }
+            // Without CAP_SYS_RESOURCE.
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}"),
+        }
     }
 }

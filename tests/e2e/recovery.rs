@@ -71,6 +71,16 @@ pub const TESTS: &[Test] = &[
         run: quiesce_hands_the_device_to_a_new_server,
     },
     Test {
+        name: "recovery::take_over_in_one_command_during_fio_verify",
+        needs: Features::USER_RECOVERY_REISSUE,
+        run: take_over_in_one_command_during_fio_verify,
+    },
+    Test {
+        name: "recovery::the_server_hardens_itself",
+        needs: Features::empty(),
+        run: the_server_hardens_itself,
+    },
+    Test {
         name: "recovery::resize_within_the_target",
         needs: Features::UPDATE_SIZE,
         run: resize_within_the_target,
@@ -482,6 +492,138 @@ fn quiesce_hands_the_device_to_a_new_server() -> TestResult {
     ublk(&["quiesce", "-n", &plain.id.to_string()])?.fails(1, "was created without QUIESCE");
     assert_eq!(state(plain.id)?, "live");
     del(&plain)
+}
+
+/// `ublk recover --take-over` during fio verify: one command makes the running server let go
+/// (QUIESCE_DEV where the kernel has it, else `kill -9`) and serves the device itself; fio
+/// verifies every block. A device without recovery is refused and left live.
+fn take_over_in_one_command_during_fio_verify() -> TestResult {
+    let size = 48 * MIB;
+    let (_scratch, added) = recoverable_loop("recover-take-over", size, "reissue", &["-q", "2"])?;
+    let quiesce = Controller::open()?.features()?.contains(Features::QUIESCE);
+    let child = fio::spawn(fio_verify_cmd(&added.block_dev(), 32, size))?;
+    std::thread::sleep(Duration::from_millis(500));
+    let id = added.id.to_string();
+    let out = ublk(&["recover", "-n", &id, "--take-over", "--timeout", "60"])?.ok()?;
+    let how = if quiesce { "quiesced" } else { "was killed" };
+    assert!(out.stderr.contains(how), "says how: {}", out.stderr);
+    let new = Added::parse(&out)?;
+    assert_eq!(new.id, added.id, "the same device");
+    assert!(!process_alive(added.pid), "the old server is gone");
+    assert!(process_alive(new.pid), "the new server runs");
+    assert_eq!(state(added.id)?, "live");
+    let (code, result) = fio_result(child, Duration::from_secs(240))?;
+    assert_eq!((code, result.error), (0, 0), "fio verify passed");
+    assert_eq!(result.read_kib, size >> 10, "everything verified");
+    println!(
+        "  server {} handed over to {} ({})",
+        added.pid,
+        new.pid,
+        if quiesce {
+            "QUIESCE_DEV"
+        } else {
+            "kill -9: this kernel has no QUIESCE"
+        }
+    );
+    // Taking over a device that already waits is plain recovery.
+    kill_9(new.pid)?;
+    wait_state(added.id, "quiesced")?;
+    let newer = Added::parse(&ublk(&["recover", "-n", &id, "--take-over"])?.ok()?)?;
+    assert!(
+        process_alive(newer.pid) && newer.pid != new.pid,
+        "a third server"
+    );
+    del(&newer)?;
+
+    let plain = add(&["-t", "null"])?;
+    ublk(&["recover", "-n", &plain.id.to_string(), "--take-over"])?
+        .fails(1, "was created without recovery");
+    assert_eq!(state(plain.id)?, "live", "the refusal changes nothing");
+    assert!(process_alive(plain.pid), "its server still runs");
+    del(&plain)
+}
+
+/// A server makes itself fit to serve the file system it runs on: the OOM killer spares it,
+/// its code is resident and locked (the rest locked only as it is touched), and its command
+/// line starts with `@`, which systemd leaves running at shutdown.
+fn the_server_hardens_itself() -> TestResult {
+    let added = add(&["-t", "mem", "-s", "64M"])?;
+    let proc = |file: &str| {
+        std::fs::read(format!("/proc/{}/{file}", added.pid))
+            .map_err(io_err("reading the server's /proc files"))
+    };
+    let adj = String::from_utf8_lossy(&proc("oom_score_adj")?)
+        .trim()
+        .to_string();
+    assert_eq!(adj, "-1000", "oom_score_adj");
+    let cmdline = proc("cmdline")?;
+    assert!(
+        cmdline.starts_with(b"@ublk\0add\0"),
+        "command line {:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    let status = String::from_utf8_lossy(&proc("status")?).into_owned();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Every mapping is under the lock (VmLck counts mappings, not pages: the RAM disk's 64 MiB
+    // included), but only what was touched is in memory: the RAM disk is not allocated whole.
+    assert!(kib("VmLck:") >= 64 * 1024, "VmLck {} kB", kib("VmLck:"));
+    assert!(kib("VmRSS:") < 32 * 1024, "VmRSS {} kB", kib("VmRSS:"));
+    // Its code is in memory whole, and locked.
+    let exe = std::fs::read_link(format!("/proc/{}/exe", added.pid))
+        .map_err(io_err("reading the server's /proc/PID/exe"))?;
+    let smaps = String::from_utf8_lossy(&proc("smaps")?).into_owned();
+    let code = code_mapping(&smaps, &exe.to_string_lossy())
+        .ok_or_else(|| failed(format!("no r-xp mapping of {} in smaps", exe.display())))?;
+    assert_eq!(code.rss_kib, code.size_kib, "all of the code is resident");
+    assert!(code.locked, "the code's mapping is locked");
+    println!(
+        "  pid {}: oom_score_adj {adj}; code {} kB resident and locked; VmRSS {} kB of VmLck {} kB",
+        added.pid,
+        code.rss_kib,
+        kib("VmRSS:"),
+        kib("VmLck:")
+    );
+    del(&added)
+}
+
+/// A mapping as `/proc/PID/smaps` describes it.
+struct Mapping {
+    size_kib: u64,
+    rss_kib: u64,
+    locked: bool,
+}
+
+/// The executable mapping of `path` in `smaps`.
+fn code_mapping(smaps: &str, path: &str) -> Option<Mapping> {
+    let mut lines = smaps.lines();
+    lines.find(|l| {
+        let f: Vec<&str> = l.split_ascii_whitespace().collect();
+        f.len() >= 6 && f[1] == "r-xp" && f[5..].join(" ") == path
+    })?;
+    let mut m = Mapping {
+        size_kib: 0,
+        rss_kib: 0,
+        locked: false,
+    };
+    for line in lines {
+        let kib = |v: &str| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+        if let Some(v) = line.strip_prefix("Size:") {
+            m.size_kib = kib(v);
+        } else if let Some(v) = line.strip_prefix("Rss:") {
+            m.rss_kib = kib(v);
+        } else if let Some(v) = line.strip_prefix("VmFlags:") {
+            // VmFlags ends a mapping's entry.
+            m.locked = v.split_ascii_whitespace().any(|f| f == "lo");
+            return Some(m);
+        }
+    }
+    None
 }
 
 /// `ublk resize` grows and shrinks a live device within what its file holds, and refuses

@@ -2,11 +2,9 @@
 //! upgrade the server without unmounting): the driver holds new I/O, its server's queues are
 //! aborted and it exits, and the device waits, quiesced, for `ublk recover`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ublk::signal::process_alive;
-use ublk::{DevState, Features};
-
+use crate::server::handover;
 use crate::support::control;
 use crate::support::failure::Failure;
 use crate::support::options::{self, Opt, Parsed, Usage};
@@ -58,37 +56,7 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         return Ok(());
     };
     let (id, timeout) = options(&p)?;
-    let mut ctl = control::open_control()?;
-    ctl.require(Features::QUIESCE, "quiescing a device (QUIESCE_DEV)")?;
-    let info = control::device_info(&mut ctl, id)?;
-    if !info.flags().contains(Features::QUIESCE) {
-        return Err(Failure::Runtime(format!(
-            "device {id} was created without QUIESCE: add it with --recovery to be able to quiesce it"
-        )));
-    }
-    let server = info.server_pid();
-    ctl.quiesce(id, timeout)?;
-    // The driver calls the device quiesced once the server has closed /dev/ublkcN.
-    let deadline = Instant::now() + timeout;
-    loop {
-        let info = control::device_info(&mut ctl, id)?;
-        let exited = server.is_none_or(|pid| !process_alive(pid));
-        if info.state() == Ok(DevState::Quiesced) && exited {
-            break;
-        }
-        if Instant::now() >= deadline {
-            let state = info.state().map_or("unknown", |s| s.name());
-            return Err(Failure::Runtime(format!(
-                "device {id}: QUIESCE_DEV was accepted, but after {} s the device is {state} and its server {} (a server must exit when its queues are aborted)",
-                timeout.as_secs(),
-                server.map_or("is unknown".into(), |pid| format!(
-                    "(pid {pid}) is {}",
-                    if exited { "gone" } else { "still running" }
-                )),
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    handover::quiesce(&mut control::open_control()?, id, timeout)?;
     print(&format!(
         "device {id}: quiesced; I/O waits until `ublk recover -n {id}` gives it a new server\n"
     ))

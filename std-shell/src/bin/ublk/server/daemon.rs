@@ -102,7 +102,8 @@ fn daemon(start: Start<'_>, mut report: File) -> i32 {
         };
         return fail(&mut report, Failure::Runtime(message));
     }
-    for w in &server.warnings {
+    let hardened = super::harden::harden(true);
+    for w in server.warnings.iter().chain(&hardened) {
         let _ = writeln!(report, "warning {}", w.replace('\n', " "));
     }
     // Before `ready`: a caller reading our stdout (`$(ublk add ...)`) must see it close when

@@ -4,6 +4,8 @@
 //! daemon ([`daemon`]).
 
 pub mod daemon;
+pub mod handover;
+pub mod harden;
 pub mod records;
 pub mod target;
 
@@ -30,7 +32,8 @@ pub fn run(command: &str, foreground: bool, start: Start<'_>) -> Result<(), Fail
         return daemon::run(command, start);
     }
     let server = start(Path::new(records::RUN_DIR))?;
-    for w in &server.warnings {
+    let hardened = harden::harden(false);
+    for w in server.warnings.iter().chain(&hardened) {
         eprint_line(&format!("ublk {command}: warning: {w}"));
     }
     print(&format!("{}\n", server.summary))?;
