@@ -3,8 +3,9 @@
 # the test VM (QEMU TCG, 2 vCPUs, the newest 7.x kernel), and writes target/bench/results.md
 # (and results.json): a table of case x workload, QD1 latency percentiles, how each server scales
 # from 1 queue and 1 fio job to 2 and 2, then the ratios the project aims for, each marked met or
-# not met. A full run (BENCH_REPEAT=3) takes about 40 minutes of VM time (45 once ublk add has
-# --data-path: until then our data-path cases fail at once).
+# not met, and our NBD client against the kernel's. A full run (BENCH_REPEAT=3) takes about 45
+# minutes of VM time (50 once ublk add has --data-path: until then our data-path cases fail at
+# once).
 #
 #   scripts/bench.sh                    the whole matrix, in a VM
 #   GO_UBLK_SRC=../shared/peers/go-ublk-41989fa.tar.gz scripts/bench.sh
@@ -14,7 +15,8 @@
 #   BENCH_BOOTS=3 scripts/bench.sh      three boots of the VM; the report takes the medians of
 #                                       every repetition of every boot
 #   scripts/bench.sh --host             on this machine instead (root, modprobe ublk_drv, fio;
-#                                       reloads null_blk and brd, makes ublk devices from id 0)
+#                                       reloads null_blk and brd, makes ublk devices from id 0,
+#                                       uses /dev/nbd0 and TCP port 10809 on 127.0.0.1)
 #   scripts/bench.sh --help             this text
 #
 # Cases (scripts/bench/guest.sh names them; ublk-null-2q2j is null, 2 queues, 2 fio jobs): the
@@ -22,15 +24,17 @@
 # tmpfs); ublk's null, mem and loop targets with 1 and 2 queues, and each data path
 # (--data-path copy, user-copy, zero-copy) with 1 queue; the peers kublk (the kernel's selftest
 # server: null and loop, plain, -u, -z and --auto_zc) and rublk (crates.io: null and loop, plain
-# and -z), and go-ublk's RAM disk (its ublk-mem example, beside our mem; only with GO_UBLK_SRC).
-# Servers run at depth 128. Every 2-queue case runs once with one fio job and once with two
-# (one per CPU). Peers are built once into ~/.cache/ublk-bench (scripts/bench/peers.sh); one
-# that cannot be built, or cannot start, shows n/a with the reason, and so does a data path the
-# kernel lacks.
+# and -z), and go-ublk's RAM disk (its ublk-mem example, beside our mem; only with GO_UBLK_SRC);
+# and NBD: the kernel's client (nbd.ko through nbd-client, 1 and 2 connections: nbd-1c, nbd-2c)
+# and ublk's nbd target (ublk-nbd-1q, -2q: a connection per queue), both against one qemu-nbd
+# serving the same file in tmpfs, started for each case. Servers run at depth 128. Every
+# 2-queue case runs once with one fio job and once with two (one per CPU). Peers are built once
+# into ~/.cache/ublk-bench (scripts/bench/peers.sh); one that cannot be built, or cannot start,
+# shows n/a with the reason, and so does a data path the kernel lacks.
 # Workloads (fio, io_uring, direct=1): 4k randread QD1 and QD64, 4k randwrite QD64, 128k
-# sequential read QD16 (the data-path cases: only 128k and randread QD64). Each runs
-# BENCH_RUNTIME seconds after BENCH_RAMP of warm-up, on every case in turn, and the whole round
-# is repeated BENCH_REPEAT times: the report has medians.
+# sequential read QD16 (the data-path cases: only 128k and randread QD64; the NBD cases: all but
+# QD1). Each runs BENCH_RUNTIME seconds after BENCH_RAMP of warm-up, on every case in turn, and
+# the whole round is repeated BENCH_REPEAT times: the report has medians.
 #
 # Environment:
 #   BENCH_CASES, BENCH_WORKLOADS   regexes selecting cases and workloads (default: all)
@@ -82,10 +86,13 @@ mkdir -p "$out"
 # The logs of an earlier run would mix into the report.
 rm -f "$out"/console.log "$out"/console-*.log
 
-# --- Tools: the VM's, and what building the peers needs (gcc for kublk, xz for its source).
+# --- Tools: the VM's, and what building the peers needs (gcc for kublk, xz for its source);
+# the NBD cases' server and the kernel's NBD client's tool, for a --host run (the VM's are
+# copies of the host's).
 if [ "$host" -eq 1 ]; then vm_install_build_deps; else vm_install_deps; fi
 vm_need_commands gcc:gcc make:make xz:xz-utils fio:fio losetup:mount python3:python3 \
-    apt-get:apt dpkg-deb:dpkg /usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring
+    qemu-nbd:qemu-utils nbd-client:nbd-client apt-get:apt dpkg-deb:dpkg \
+    /usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring
 [ "$host" -eq 1 ] || vm_check_kernel_choice
 # The kernel first: kublk is built from the selftests of the same kernel series.
 [ "$host" -eq 1 ] || vm_fetch_kernel
@@ -124,12 +131,17 @@ if [ "$host" -eq 1 ]; then
     command -v fio >/dev/null || vm_die "--host needs fio"
 else
     initramfs="target/vm/bench-$VM_KVER.cpio"
-    vm_build_initramfs "$initramfs" "$payload" "null_blk brd loop" "fio losetup"
+    # nbd and nbd-client for the kernel's NBD client, qemu-nbd the NBD server of both clients.
+    vm_build_initramfs "$initramfs" "$payload" "null_blk brd loop nbd" \
+        "fio losetup qemu-nbd nbd-client"
     # Bound each boot by the size of the matrix: every fio run is ramp + runtime plus a few
     # seconds of start-up under TCG, plus set-up time per case (preconditioning a 1 GiB RAM
-    # disk, starting a server); twice that, plus boot.
+    # disk, starting a server; an NBD case starts qemu-nbd too, seconds of emulated CPU); twice
+    # that, plus boot.
     repeat=${BENCH_REPEAT:-3}
-    estimate=$((repeat * (plan_runs * (${BENCH_RAMP:-1} + ${BENCH_RUNTIME:-3} + 4) + plan_cases * 20)))
+    plan_nbd=$(grep -c nbd <<<"$plan" || true) # the NBD cases: 20 s more each
+    estimate=$((repeat * (plan_runs * (${BENCH_RAMP:-1} + ${BENCH_RUNTIME:-3} + 4) \
+        + (plan_cases + plan_nbd) * 20)))
     boot_timeout=${timeout_wanted:-$((2 * estimate + 300))}
 fi
 for boot in $(seq 1 "$boots"); do

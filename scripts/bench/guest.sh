@@ -10,11 +10,12 @@
 #   run.sh --plan   prints the cases and workloads the settings select, one case a line
 #                   ("CASE WORKLOAD..."), and exits: bench.sh sizes the VM's timeout with it
 #
-# Cases: the kernel's drivers null_blk, brd and loop, and servers, named
-# SERVER-TARGET[-MODE]-Nq[Mj]:
+# Cases: the kernel's drivers null_blk, brd and loop, the kernel's NBD client nbd-Nc (nbd.ko,
+# set up by nbd-client with N connections), and servers, named SERVER-TARGET[-MODE]-Nq[Mj]:
 #   SERVER  ublk (this project), kublk (the kernel's selftest server), rublk, go-ublk (the one
 #           name with a dash; its binary is go-ublk-mem, the ublk-mem example of go-ublk)
-#   TARGET  null, mem (a RAM disk), loop (over the file in tmpfs)
+#   TARGET  null, mem (a RAM disk), loop (over the file in tmpfs), nbd (our NBD client, with
+#           one connection per queue)
 #   MODE    the data path, when not the server's default: for ublk copy, uc and zc are
 #           `--data-path copy|user-copy|zero-copy` (zero copy is AUTO_BUF_REG); for kublk uc
 #           is -u (USER_COPY), zc -z (SUPPORT_ZERO_COPY with REGISTER_IO_BUF) and autozc
@@ -26,6 +27,10 @@
 # e.g. ublk-null-1q, ublk-null-2q2j, ublk-loop-zc-1q, kublk-null-autozc-1q, go-ublk-mem-2q.
 # Every 2-queue case runs with 1 job (all I/O through the queue of fio's CPU) and 2 jobs (both
 # queues busy); mode cases run only read-128k-qd16 and randread-4k-qd64.
+# The NBD cases, nbd-Nc (the kernel's client) and ublk-nbd-Nq (ours), are clients of one NBD
+# server, qemu-nbd serving the file in tmpfs as export "bench" on 127.0.0.1, started for each
+# case and stopped after it; they run only randread-4k-qd64, randwrite-4k-qd64 and
+# read-128k-qd16, with 1 fio job (nbd-2c compares with ublk-nbd-2q).
 #
 # Output, on stdout (the serial console in a VM), one line per record, for scripts/bench/report.py:
 #   BENCH-JSON {"type":"meta", ...}             once: kernel, CPUs, settings, the plan
@@ -38,7 +43,8 @@
 # Per run: IOPS, mean and p99 total latency (fio's lat_ns: submission to completion), p50, p99
 # and p99.9 completion latency (clat_ns), and for a server case the server's CPU time and
 # context switches over the fio run, divided by the I/Os the block layer completed meanwhile
-# (/sys/block/DEV/stat), and its VmHWM (peak RSS). CPU time is /proc/PID/stat's utime+stime in
+# (/sys/block/DEV/stat), and its VmHWM (peak RSS): for ublk-nbd-Nq our ublk server's, not the
+# NBD server's (which nbd-Nc has as much as ours). CPU time is /proc/PID/stat's utime+stime in
 # clock ticks, USER_HZ: 100 on x86 whatever the kernel's HZ (busybox has no getconf; a --host run
 # asks getconf when it exists).
 cd "$(dirname "$0")" || exit 1
@@ -74,7 +80,8 @@ ublk-mem-1q ublk-mem-2q ublk-mem-2q2j ublk-mem-copy-1q ublk-mem-uc-1q ublk-mem-z
 go-ublk-mem-1q go-ublk-mem-2q go-ublk-mem-2q2j
 ublk-loop-1q ublk-loop-2q ublk-loop-2q2j ublk-loop-copy-1q ublk-loop-uc-1q ublk-loop-zc-1q
 kublk-loop-1q kublk-loop-2q kublk-loop-2q2j kublk-loop-uc-1q kublk-loop-zc-1q kublk-loop-autozc-1q
-rublk-loop-1q rublk-loop-2q rublk-loop-2q2j rublk-loop-zc-1q"
+rublk-loop-1q rublk-loop-2q rublk-loop-2q2j rublk-loop-zc-1q
+nbd-1c ublk-nbd-1q nbd-2c ublk-nbd-2q"
 # name:rw:bs:iodepth. 128k sequential reads at QD16: 2 MiB in flight, enough to keep a
 # server busy without making the run about memory bandwidth.
 WORKLOADS="randread-4k-qd1:randread:4k:1 randread-4k-qd64:randread:4k:64
@@ -82,6 +89,11 @@ randwrite-4k-qd64:randwrite:4k:64 read-128k-qd16:read:128k:16"
 # The data-path (MODE) cases run only these: large reads, where the copy costs most, and small
 # random reads at depth, where the cost per request shows.
 MODE_WORKLOADS="read-128k-qd16 randread-4k-qd64"
+# The NBD cases run only these: small random reads and writes at depth, and large reads.
+NBD_WORKLOADS="randread-4k-qd64 randwrite-4k-qd64 read-128k-qd16"
+# The NBD server of the NBD cases: its port on 127.0.0.1 (NBD's own) and the export's name.
+NBD_PORT=10809
+NBD_EXPORT=bench
 
 # Human-readable progress goes to fd 3, the original stdout: setup's stdout is its failure reason.
 exec 3>&1
@@ -126,11 +138,16 @@ gone() {
 }
 
 # (Re)loads kernel module $1 with parameters $2: the VM's /init loaded it with its defaults.
-# The initramfs holds it decompressed in /lib/modules (busybox insmod); a --host run modprobes.
 reload_module() {
     if grep -q "^$1 " /proc/modules; then
         bounded 30 rmmod "$1" || return 1
     fi
+    insert_module "$1" "$2"
+}
+
+# Loads kernel module $1 with parameters $2. The initramfs holds it decompressed in
+# /lib/modules (busybox insmod); a --host run modprobes.
+insert_module() {
     if [ -f "/lib/modules/$1.ko" ]; then
         # shellcheck disable=SC2086 # the parameters are split on spaces on purpose
         bounded 30 insmod "/lib/modules/$1.ko" $2
@@ -169,11 +186,17 @@ parse_case() {
     [ -z "$rest" ] || JOBS=${rest%j}
 }
 
-# Prints the workloads case $1 runs, of those selected ($workloads, one a line).
+# Prints the workloads case $1 runs, of those selected ($workloads, one a line): a data-path
+# (MODE) case only those of MODE_WORKLOADS, an NBD case only those of NBD_WORKLOADS.
 case_workloads() {
     parse_case "$1"
+    only=""
+    [ -z "$MODE" ] || only=$MODE_WORKLOADS
+    case "$1" in
+        nbd-* | *-nbd-*) only=$NBD_WORKLOADS ;;
+    esac
     for w in $workloads; do
-        [ -z "$MODE" ] || case " $MODE_WORKLOADS " in *" $w "*) ;; *) continue ;; esac
+        [ -z "$only" ] || case " $only " in *" $w "*) ;; *) continue ;; esac
         echo "$w"
     done
 }
@@ -188,11 +211,15 @@ mode_feature() {
     esac
 }
 
-# Sets DEV (the block device) and PID (the server, empty for a kernel driver) for case $1,
-# repetition $2; prints the reason and returns non-zero when the case cannot be set up.
+# Sets DEV (the block device), PID (the server, empty for a kernel driver) and NBD_PID (the
+# NBD server of an NBD case) for case $1, repetition $2; prints the reason and returns non-zero
+# when the case cannot be set up.
 setup() {
-    DEV="" PID="" ID=""
+    DEV="" PID="" ID="" NBD_PID=""
     parse_case "$1"
+    case "$1" in
+        nbd-* | *-nbd-*) start_nbd_server || return 1 ;;
+    esac
     case "$1" in
         null_blk)
             reload_module null_blk "queue_mode=2 irqmode=0 hw_queue_depth=$DEPTH nr_devices=1" \
@@ -210,6 +237,7 @@ setup() {
             dio=$(cat "/sys/block/${DEV#/dev/}/loop/dio" 2>/dev/null)
             [ "$dio" = 1 ] || { echo "$DEV is not in direct-I/O mode (loop/dio=$dio)"; return 1; }
             ;;
+        nbd-[0-9]c) setup_nbd_client "${1#nbd-}" ;;
         go-ublk-*) setup_go_ublk ;;
         *-*q | *-*q[0-9]j) setup_server ;;
         *)
@@ -254,6 +282,10 @@ setup_server() {
         ublk-null) set -- ublk add -t null ;;
         ublk-mem) set -- ublk add -t mem --size "${SIZE_MB}M" ;;
         ublk-loop) set -- ublk add -t loop -f "$FILE" ;;
+        ublk-nbd)
+            set -- ublk add -t nbd --host 127.0.0.1 --port "$NBD_PORT" --export "$NBD_EXPORT" \
+                --connections "$QUEUES"
+            ;;
         kublk-null) set -- kublk add -t null ;;
         kublk-loop) set -- kublk add -t loop ;;
         rublk-null) set -- rublk add null ;;
@@ -301,6 +333,71 @@ setup_server() {
     fi
 }
 
+# True while something listens on TCP port NBD_PORT (IPv4: /proc/net/tcp, state 0A).
+nbd_listening() {
+    awk -v port="$(printf ':%04X' "$NBD_PORT")" '
+        $4 == "0A" && substr($2, length($2) - 4) == port { found = 1 }
+        END { exit !found }' /proc/net/tcp
+}
+# True once the NBD server NBD_PID listens, or exited.
+nbd_server_started() { nbd_listening || gone "$NBD_PID"; }
+
+# Starts the NBD server of the NBD cases (sets NBD_PID): qemu-nbd serving FILE as export
+# NBD_EXPORT on 127.0.0.1:NBD_PORT, raw, through the page cache (tmpfs's own pages), for up to
+# 8 clients at once (so it offers CAN_MULTI_CONN, which our client needs for a second
+# connection), and --persistent: a client's disconnect does not stop it.
+start_nbd_server() {
+    command -v qemu-nbd >/dev/null 2>&1 || { echo "qemu-nbd is not installed"; return 1; }
+    # A server left by an earlier case would answer in place of the new one.
+    ! nbd_listening || { echo "something already listens on port $NBD_PORT"; return 1; }
+    set -- qemu-nbd -f raw --persistent -e 8 -b 127.0.0.1 -p "$NBD_PORT" -x "$NBD_EXPORT" \
+        --cache=writeback "$FILE"
+    say "$ $*"
+    "$@" >"$WORK/qemu-nbd.log" 2>&1 3>&- &
+    NBD_PID=$!
+    wait_for 300 nbd_server_started
+    if gone "$NBD_PID" || ! nbd_listening; then
+        how="did not listen within 30 s"
+        ! gone "$NBD_PID" || how="exited"
+        echo "'$*' $how: $(tail -n 3 "$WORK/qemu-nbd.log" | tr '\n' ' ')"
+        return 1
+    fi
+}
+
+# Stops the NBD server NBD_PID, if there is one, and reaps it.
+stop_nbd_server() {
+    [ -n "$NBD_PID" ] || return 0
+    kill "$NBD_PID" 2>/dev/null
+    if ! wait_for 150 gone "$NBD_PID"; then
+        say "qemu-nbd $NBD_PID still runs 15 s after SIGTERM: killing it"
+        kill -9 "$NBD_PID" 2>/dev/null
+    fi
+    if wait_for 50 gone "$NBD_PID"; then wait "$NBD_PID" 2>/dev/null; fi
+    NBD_PID=""
+}
+
+# True while /dev/nbd0 is connected: the pid attribute lives from the start of its connection
+# to its end (whether nbd-client configured it by netlink or by ioctl).
+nbd0_connected() { [ -e /sys/block/nbd0/pid ]; }
+nbd0_disconnected() { ! nbd0_connected; }
+# True once /dev/nbd0 is connected and has its size.
+nbd0_ready() { nbd0_connected && [ "$(cat /sys/block/nbd0/size)" -gt 0 ]; }
+
+# setup for the kernel's NBD client with $1 connections ("2c" for case nbd-2c): nbd.ko (loaded
+# by the VM's /init), connected by nbd-client to the NBD server, as /dev/nbd0.
+setup_nbd_client() {
+    command -v nbd-client >/dev/null 2>&1 || { echo "nbd-client is not installed"; return 1; }
+    if [ ! -d /sys/module/nbd ]; then
+        insert_module nbd "" || { echo "loading nbd: $(last_output)"; return 1; }
+    fi
+    nbd0_connected && { echo "/dev/nbd0 is connected already (an earlier case's?)"; return 1; }
+    set -- nbd-client -N "$NBD_EXPORT" 127.0.0.1 "$NBD_PORT" /dev/nbd0 -C "${1%c}"
+    say "$ $*"
+    bounded 30 "$@" || { echo "'$*' failed: $(last_output)"; return 1; }
+    DEV=/dev/nbd0
+    wait_for 100 nbd0_ready || { echo "$DEV is not connected 10 s after '$*'"; return 1; }
+}
+
 # True once go-ublk's server $PID said which device it made, or exited.
 go_ublk_started() { grep -q '^Device created: /dev/ublkb' "$WORK/go-ublk.log" || gone "$PID"; }
 
@@ -321,10 +418,18 @@ setup_go_ublk() {
     ID=${DEV#/dev/ublkb}
 }
 
-# Tears down what setup made for case $1 (whatever part of it exists); says what it could not.
+# Tears down what setup made for case $1 (whatever part of it exists), the NBD server last;
+# says what it could not.
 teardown() {
     parse_case "$1"
     case "$1" in
+        nbd-[0-9]c)
+            if nbd0_connected; then
+                bounded 30 nbd-client -d /dev/nbd0 || say "$1: nbd-client -d /dev/nbd0: $(last_output)"
+                wait_for 100 nbd0_disconnected \
+                    || say "$1: /dev/nbd0 is still connected 10 s after nbd-client -d"
+            fi
+            ;;
         null_blk | brd)
             ! grep -q "^$1 " /proc/modules || bounded 30 rmmod "$1" \
                 || say "$1: rmmod $1: $(last_output)"
@@ -350,16 +455,18 @@ teardown() {
             fi
             ;;
         *)
-            [ -n "$ID" ] || return 0
             # A del that fails because add never made the device is no news.
-            bounded 30 "$SERVER" del -n "$ID" || [ ! -e "/dev/ublkc$ID" ] \
-                || say "$1: '$SERVER del -n $ID' failed: $(last_output)"
+            if [ -n "$ID" ]; then
+                bounded 30 "$SERVER" del -n "$ID" || [ ! -e "/dev/ublkc$ID" ] \
+                    || say "$1: '$SERVER del -n $ID' failed: $(last_output)"
+            fi
             if [ -n "$PID" ] && ! wait_for 150 gone "$PID"; then
                 say "$1: server $PID still runs 15 s after del: killing it"
                 kill -9 "$PID" 2>/dev/null
             fi
             ;;
     esac
+    stop_nbd_server
 }
 
 # Prints the I/Os block device $1 completed so far (reads + writes, /sys/block/*/stat).
@@ -485,13 +592,13 @@ fio_version=$(fio --version 2>/dev/null)
 plan_json=$(echo "$plan" | sed 's/ /","/g; s/^\([^"]*\)","\(.*\)$/"\1":["\2"]/' | tr '\n' ',' | sed 's/,$//')
 emit "\"type\":\"meta\",\"kernel\":\"$(uname -r)\",\"cpus\":$(grep -c '^processor' /proc/cpuinfo),\"mem_kb\":$(awk '/^MemTotal/ { print $2 }' /proc/meminfo),\"hz\":$HZ,\"runtime\":$RUNTIME,\"ramp\":$RAMP,\"repeat\":$REPEAT,\"depth\":$DEPTH,\"size_mb\":$SIZE_MB,\"ublk_features\":${KFEATURES:-null},\"fio\":\"$(jsafe "$fio_version")\",\"peers\":\"$(jsafe "$(sed '$!s/$/;/' peers.txt 2>/dev/null)")\",\"workloads\":\"$(oneline "$workloads")\",\"plan\":{$plan_json}"
 say "cases: $(oneline "$cases")"
-say "workloads: $(oneline "$workloads") (data-path cases: $MODE_WORKLOADS); ${RUNTIME}s each after ${RAMP}s of warm-up, $REPEAT repetitions"
+say "workloads: $(oneline "$workloads") (data-path cases: $MODE_WORKLOADS; NBD cases: $NBD_WORKLOADS); ${RUNTIME}s each after ${RAMP}s of warm-up, $REPEAT repetitions"
 
-# The loop cases' backing file, in tmpfs, written through so that its pages exist.
-if echo "$cases" | grep -q loop; then
+# The loop and NBD cases' backing file, in tmpfs, written through so that its pages exist.
+if echo "$cases" | grep -qE 'loop|nbd'; then
     say "writing the ${SIZE_MB} MiB backing file $FILE"
     bounded 300 dd if=/dev/zero of="$FILE" bs=1M count="$SIZE_MB" \
-        || say "cannot write $FILE: $(last_output) (the loop cases will fail)"
+        || say "cannot write $FILE: $(last_output) (the loop and NBD cases will fail)"
 fi
 
 rep=1

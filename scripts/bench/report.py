@@ -10,7 +10,8 @@ of one run (BENCH_BOOTS): every repetition of every boot counts alike. Per case 
 report gives the median over the repetitions of IOPS, mean and p99 latency, completion latency
 percentiles, the server's CPU seconds per million I/Os and context switches per I/O, and the
 largest peak RSS; the QD1 latency percentiles; each server's scaling from 1 queue and 1 fio job
-to 2 queues and 2 jobs; then the ratios the project aims for, each met or not met. Anything
+to 2 queues and 2 jobs; then the ratios the project aims for, each met or not met; and our NBD
+client against the kernel's (ublk-nbd-Nq / nbd-Nc: IOPS, p99 completion latency). Anything
 missing is "n/a", never a guess. It prints the ratios on stdout. Python 3 standard library only.
 """
 
@@ -41,6 +42,7 @@ CASES = [
     "kublk-loop-1q", "kublk-loop-2q", "kublk-loop-2q2j",
     "kublk-loop-uc-1q", "kublk-loop-zc-1q", "kublk-loop-autozc-1q",
     "rublk-loop-1q", "rublk-loop-2q", "rublk-loop-2q2j", "rublk-loop-zc-1q",
+    "nbd-1c", "ublk-nbd-1q", "nbd-2c", "ublk-nbd-2q",
 ]
 WORKLOADS = ["randread-4k-qd1", "randread-4k-qd64", "randwrite-4k-qd64", "read-128k-qd16"]
 QD1 = "randread-4k-qd1"
@@ -111,6 +113,9 @@ TARGETS = all_targets()
 # The server cases all three servers have: CPU per I/O of ublk must be below kublk's and rublk's.
 SHARED = ["null-1q", "null-2q", "null-2q2j", "loop-1q", "loop-2q", "loop-2q2j"]
 PEERS = ["kublk", "rublk"]
+# Our NBD client and the kernel's (nbd.ko), with as many connections, on one NBD server: (ours,
+# the kernel's).
+NBD = [("ublk-nbd-1q", "nbd-1c"), ("ublk-nbd-2q", "nbd-2c")]
 METRICS = ["iops", "lat_mean_ns", "lat_p99_ns", "clat_p50_ns", "clat_p99_ns", "clat_p999_ns",
            "cpu_s_per_m", "ctx_per_io"]
 
@@ -276,6 +281,32 @@ def scaling(summary, case_names, workload_names):
     return out
 
 
+def nbd_comparisons(summary, case_names, workload_names):
+    """Our NBD client against the kernel's, for each pair of NBD that the run has (measured,
+    failed or planned) and each workload planned for either: both clients' IOPS and p99
+    completion latency, ours / the kernel's of each (n/a when either is missing), and our
+    server's CPU seconds per million I/Os. No target: the numbers only."""
+    out = []
+    for ours, kernel in NBD:
+        if ours not in case_names and kernel not in case_names:
+            continue
+        for workload in workload_names:
+            if summary["plan"] is not None:
+                if not (planned(summary, ours, workload) or planned(summary, kernel, workload)):
+                    continue
+            # Without a plan: the workloads either client measured.
+            elif not any(workload in summary["cells"].get(c, {}) for c in (ours, kernel)):
+                continue
+            row = {"ours": ours, "kernel": kernel, "workload": workload}
+            for metric in ("iops", "clat_p99_ns"):
+                a, b = (value(summary, c, workload, metric) for c in (ours, kernel))
+                row[f"ours_{metric}"], row[f"kernel_{metric}"] = a, b
+                row[f"{metric}_ratio"] = a / b if a is not None and b else None
+            row["ours_cpu_s_per_m"] = value(summary, ours, workload, "cpu_s_per_m")
+            out.append(row)
+    return out
+
+
 def qd1_latency(summary, case_names):
     """The QD1 randread cells: IOPS and completion latency percentiles, per case."""
     out = []
@@ -319,7 +350,7 @@ def names(summary):
     return case_names, workload_names
 
 
-def markdown(summary, ratio_rows, cpu_rows, scaling_rows, qd1_rows, date, host=None):
+def markdown(summary, ratio_rows, cpu_rows, scaling_rows, qd1_rows, nbd_rows, date, host=None):
     meta = summary["meta"]
     cells = summary["cells"]
     boots = summary["boots"]
@@ -344,8 +375,8 @@ def markdown(summary, ratio_rows, cpu_rows, scaling_rows, qd1_rows, date, host=N
     lines += ["## IOPS", "",
               "Median of the repetitions. Cases: SERVER-TARGET[-MODE]-Nq[Mj] (MODE: the data "
               "path, copy, uc = user copy, zc = zero copy, autozc = kublk's --auto_zc; Nq: "
-              "queues; 2j: two fio jobs, one per CPU, IOPS summed); `-` is a cell the matrix "
-              "does not have.", "",
+              "queues; 2j: two fio jobs, one per CPU, IOPS summed; nbd-Nc: the kernel's NBD "
+              "client with N connections); `-` is a cell the matrix does not have.", "",
               "| case | " + " | ".join(workload_names) + " |",
               "|---|" + "---:|" * len(workload_names)]
     for case in case_names:
@@ -422,6 +453,23 @@ def markdown(summary, ratio_rows, cpu_rows, scaling_rows, qd1_rows, date, host=N
         lines.append(f"| {r['case']} | {r['workload']} | {fmt(r['ublk'], 2)} | {fmt(r['kublk'], 2)} "
                      f"| {fmt(r['rublk'], 2)} | {r['status']} |")
 
+    lines += ["", "## NBD: our client against the kernel's", "",
+              "ublk-nbd-Nq (this project's nbd target, N queues, a connection each) and nbd-Nc "
+              "(the kernel's nbd.ko, N connections), clients of one NBD server (qemu-nbd) on the "
+              "same file; medians of the same run. Ratio: ours / the kernel's (higher is better "
+              "for IOPS, lower for p99 completion latency). CPU: our server process's; the "
+              "kernel's client has none to measure.", ""]
+    lines += table_head(nbd_rows, "| ours | kernel's | workload | IOPS ours | IOPS kernel's "
+                        "| IOPS ratio | p99 clat ours (µs) | p99 clat kernel's (µs) "
+                        "| p99 ratio | CPU s / M I/O ours |",
+                        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in nbd_rows:
+        lines.append(f"| {r['ours']} | {r['kernel']} | {r['workload']} | {fmt(r['ours_iops'])} "
+                     f"| {fmt(r['kernel_iops'])} | {fmt(r['iops_ratio'], 3)} "
+                     f"| {fmt(r['ours_clat_p99_ns'], 1, 1000)} "
+                     f"| {fmt(r['kernel_clat_p99_ns'], 1, 1000)} "
+                     f"| {fmt(r['clat_p99_ns_ratio'], 3)} | {fmt(r['ours_cpu_s_per_m'], 2)} |")
+
     lines += ["", "## Failures", ""]
     if not summary["errors"]:
         lines.append("None.")
@@ -460,6 +508,7 @@ def main(argv=None):
     ratio_rows, cpu_rows = ratios(summary), cpu_comparisons(summary)
     scaling_rows = scaling(summary, case_names, workload_names)
     qd1_rows = qd1_latency(summary, case_names)
+    nbd_rows = nbd_comparisons(summary, case_names, workload_names)
     date = args.date
     if date is None:
         date = time.strftime("%Y-%m-%d %H:%M %Z",
@@ -467,10 +516,12 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as f:
         json.dump({"date": date, "host": args.host, **summary, "qd1_latency": qd1_rows,
-                   "scaling": scaling_rows, "ratios": ratio_rows, "cpu": cpu_rows}, f, indent=1)
+                   "scaling": scaling_rows, "ratios": ratio_rows, "cpu": cpu_rows,
+                   "nbd": nbd_rows}, f, indent=1)
         f.write("\n")
     with open(os.path.join(args.out, "results.md"), "w", encoding="utf-8") as f:
-        f.write(markdown(summary, ratio_rows, cpu_rows, scaling_rows, qd1_rows, date, args.host))
+        f.write(markdown(summary, ratio_rows, cpu_rows, scaling_rows, qd1_rows, nbd_rows, date,
+                         args.host))
     for r in ratio_rows:
         what = "" if r["metric"] == "iops" else f" {METRIC_NAMES[r['metric']]}"
         print(f"{r['ours']} / {r['theirs']} {r['workload']}{what}: {fmt(r['ratio'], 3)} "
@@ -478,6 +529,9 @@ def main(argv=None):
     for r in cpu_rows:
         print(f"CPU s/M I/O {r['case']} {r['workload']}: ublk {fmt(r['ublk'], 2)}, "
               f"kublk {fmt(r['kublk'], 2)}, rublk {fmt(r['rublk'], 2)}: {r['status']}")
+    for r in nbd_rows:
+        print(f"NBD {r['ours']} / {r['kernel']} {r['workload']}: IOPS {fmt(r['iops_ratio'], 3)}, "
+              f"p99 clat {fmt(r['clat_p99_ns_ratio'], 3)}")
     print(f"report.py: wrote {args.out}/results.md and results.json")
     return 0
 

@@ -3,7 +3,8 @@
 boot of the same run, console-2.log): that it finds the records among other lines (kernel
 messages, CR line ends, a line a kernel message cut in two), takes medians over every repetition
 of every boot, computes the ratios, scaling and QD1 percentiles and their status, and says n/a
-for what is missing; and guest.sh's fio_numbers on two outputs of fio 3.33 (testdata/fio-*.json).
+for what is missing; the NBD comparison (our client against the kernel's) on a log of its own;
+guest.sh's fio_numbers on two outputs of fio 3.33 (testdata/fio-*.json), and its plan.
 
     python3 scripts/bench/test_report.py      (scripts/test.sh runs it; no VM, a second)
 
@@ -254,16 +255,136 @@ BENCH-JSON {"type":"error","case":"ublk-null-zc-1q","workload":null,"rep":1,"rea
         self.assertIn("| ublk-null-zc-1q | n/a |", md)
         self.assertIn("- ublk-null-zc-1q (repetition 1): kernel lacks AUTO_BUF_REG", md)
         # No QD1 record and no QD1 failure: an empty QD1 table (and no 2q2j for scaling, no
-        # null or loop case for the CPU table).
+        # null or loop case for the CPU table, no NBD case for the NBD table).
         self.assertEqual(data["qd1_latency"], [])
         self.assertIn("## QD1 latency", md)
-        self.assertEqual(md.count("No cell of this table in this run."), 3)
+        self.assertEqual(data["nbd"], [])
+        self.assertEqual(md.count("No cell of this table in this run."), 4)
         rows = {(r["ours"], r["workload"]): r for r in data["ratios"]}
         self.assertEqual(rows[("ublk-mem-uc-1q", "read-128k-qd16")]["status"], "met")
         best = rows[("ublk-mem best data path", "read-128k-qd16")]
         self.assertEqual((best["ratio"], best["status"]), (1.0, "n/a (a target for 7.x)"))
         self.assertIn("ublk-mem-uc-1q / ublk-mem-copy-1q read-128k-qd16: 1.600 (target >= 1.5): met",
                       stdout)
+
+
+class NbdTest(unittest.TestCase):
+    """Our NBD client against the kernel's: 2 repetitions of the NBD cases' three workloads.
+    randread QD64: nbd-1c 10K/12K IOPS (median 11K), p99 clat 200/300 µs; ublk-nbd-1q 11K/13K
+    (12K: 1.091 of the kernel's), the same p99s (1.0), 50 and 70 ticks for 1M I/Os (0.6 CPU s
+    per M I/O). 128k: ublk-nbd-1q 1000 against 2000 (0.5). randwrite: ours failed both times
+    (n/a). nbd-2c could not be set up (n/a everywhere), ublk-nbd-2q 9000 at randread."""
+
+    PLAN = ('{"nbd-1c":["randread-4k-qd64","randwrite-4k-qd64","read-128k-qd16"],'
+            '"ublk-nbd-1q":["randread-4k-qd64","randwrite-4k-qd64","read-128k-qd16"],'
+            '"nbd-2c":["randread-4k-qd64","randwrite-4k-qd64","read-128k-qd16"],'
+            '"ublk-nbd-2q":["randread-4k-qd64","randwrite-4k-qd64","read-128k-qd16"]}')
+    LOG = f"""\
+BENCH-JSON {{"type":"meta","kernel":"7.3.4+deb13-cloud-amd64","cpus":2,"hz":100,"repeat":2,"plan":{PLAN}}}
+BENCH-JSON {{"type":"run","case":"nbd-1c","workload":"randread-4k-qd64","rep":1,"iops":10000.0,"clat_p99_ns":200000,"ios":1000000,"cpu_ticks":null}}
+BENCH-JSON {{"type":"run","case":"ublk-nbd-1q","workload":"randread-4k-qd64","rep":1,"iops":11000.0,"clat_p99_ns":200000,"ios":1000000,"cpu_ticks":50,"server_pid":99}}
+BENCH-JSON {{"type":"run","case":"nbd-1c","workload":"randwrite-4k-qd64","rep":1,"iops":8000.0,"clat_p99_ns":400000,"ios":1000000,"cpu_ticks":null}}
+BENCH-JSON {{"type":"error","case":"ublk-nbd-1q","workload":"randwrite-4k-qd64","rep":1,"reason":"fio failed: Input/output error"}}
+BENCH-JSON {{"type":"run","case":"nbd-1c","workload":"read-128k-qd16","rep":1,"iops":2000.0,"ios":1000000,"cpu_ticks":null}}
+BENCH-JSON {{"type":"run","case":"ublk-nbd-1q","workload":"read-128k-qd16","rep":1,"iops":1000.0,"ios":1000000,"cpu_ticks":300}}
+BENCH-JSON {{"type":"error","case":"nbd-2c","workload":null,"rep":1,"reason":"'nbd-client -N bench 127.0.0.1 10809 /dev/nbd0 -C 2' failed"}}
+BENCH-JSON {{"type":"run","case":"ublk-nbd-2q","workload":"randread-4k-qd64","rep":1,"iops":9000.0,"ios":1000000,"cpu_ticks":80}}
+BENCH-JSON {{"type":"run","case":"nbd-1c","workload":"randread-4k-qd64","rep":2,"iops":12000.0,"clat_p99_ns":300000,"ios":1000000,"cpu_ticks":null}}
+BENCH-JSON {{"type":"run","case":"ublk-nbd-1q","workload":"randread-4k-qd64","rep":2,"iops":13000.0,"clat_p99_ns":300000,"ios":1000000,"cpu_ticks":70,"server_pid":99}}
+BENCH-JSON {{"type":"error","case":"ublk-nbd-1q","workload":"randwrite-4k-qd64","rep":2,"reason":"fio failed: Input/output error"}}
+BENCH-JSON {{"type":"error","case":"nbd-2c","workload":null,"rep":2,"reason":"'nbd-client -N bench 127.0.0.1 10809 /dev/nbd0 -C 2' failed"}}
+"""
+
+    @classmethod
+    def setUpClass(cls):
+        with tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as f:
+            f.write(cls.LOG)
+        cls.code, cls.stdout, _, cls.json, cls.md = run_report(f.name)
+        os.unlink(f.name)
+        cls.rows = {(r["ours"], r["workload"]): r for r in cls.json["nbd"]}
+
+    def test_a_row_per_pair_and_planned_workload(self):
+        self.assertEqual(self.code, 0)
+        self.assertEqual(len(self.json["nbd"]), 6)
+        self.assertEqual({r["kernel"] for r in self.json["nbd"] if r["ours"] == "ublk-nbd-2q"},
+                         {"nbd-2c"})
+
+    def test_ratios(self):
+        row = self.rows[("ublk-nbd-1q", "randread-4k-qd64")]
+        self.assertEqual((row["ours_iops"], row["kernel_iops"]), (12000, 11000))
+        self.assertAlmostEqual(row["iops_ratio"], 12 / 11)
+        self.assertEqual(row["clat_p99_ns_ratio"], 1.0)
+        self.assertAlmostEqual(row["ours_cpu_s_per_m"], 0.6)
+        self.assertEqual(self.rows[("ublk-nbd-1q", "read-128k-qd16")]["iops_ratio"], 0.5)
+        # No percentile in the 128k records: n/a, not 0.
+        self.assertIsNone(self.rows[("ublk-nbd-1q", "read-128k-qd16")]["clat_p99_ns_ratio"])
+
+    def test_missing_is_na(self):
+        write = self.rows[("ublk-nbd-1q", "randwrite-4k-qd64")]
+        self.assertEqual((write["ours_iops"], write["kernel_iops"], write["iops_ratio"]),
+                         (None, 8000, None))
+        two = self.rows[("ublk-nbd-2q", "randread-4k-qd64")]
+        self.assertEqual((two["ours_iops"], two["kernel_iops"], two["iops_ratio"]),
+                         (9000, None, None))
+
+    def test_the_kernels_client_has_no_server(self):
+        med = self.json["cells"]["nbd-1c"]["randread-4k-qd64"]["median"]
+        self.assertIsNone(med["cpu_s_per_m"])
+        self.assertAlmostEqual(self.json["cells"]["ublk-nbd-2q"]["randread-4k-qd64"]["median"]
+                               ["cpu_s_per_m"], 0.8)
+
+    def test_markdown_and_stdout(self):
+        self.assertIn("## NBD: our client against the kernel's", self.md)
+        self.assertIn("| ublk-nbd-1q | nbd-1c | randread-4k-qd64 | 12,000 | 11,000 | 1.091 "
+                      "| 250.0 | 250.0 | 1.000 | 0.60 |", self.md)
+        self.assertIn("| ublk-nbd-1q | nbd-1c | randwrite-4k-qd64 | n/a | 8,000 | n/a | n/a "
+                      "| 400.0 | n/a | n/a |", self.md)
+        self.assertIn("| ublk-nbd-2q | nbd-2c | randread-4k-qd64 | 9,000 | n/a | n/a |", self.md)
+        # The IOPS table, in CASES' order, has only the planned workloads: no QD1 column.
+        self.assertIn("| case | randread-4k-qd64 | randwrite-4k-qd64 | read-128k-qd16 |", self.md)
+        self.assertIn("| nbd-1c | 11,000 | 8,000 | 2,000 |\n| ublk-nbd-1q | 12,000 | n/a | 1,000 |\n"
+                      "| nbd-2c | n/a | n/a | n/a |\n| ublk-nbd-2q | 9,000 | n/a | n/a |", self.md)
+        self.assertIn("- nbd-2c (repetition 1, 2): 'nbd-client -N bench", self.md)
+        self.assertIn("NBD ublk-nbd-1q / nbd-1c randread-4k-qd64: IOPS 1.091, p99 clat 1.000",
+                      self.stdout)
+        self.assertIn("NBD ublk-nbd-2q / nbd-2c read-128k-qd16: IOPS n/a, p99 clat n/a",
+                      self.stdout)
+
+    def test_the_recorded_run_has_no_nbd_rows(self):
+        _, _, _, data, md = run_report(FIXTURE)
+        self.assertEqual(data["nbd"], [])
+        self.assertIn("## NBD: our client against the kernel's\n\n", md)
+
+
+class PlanTest(unittest.TestCase):
+    """guest.sh --plan (what bench.sh sizes the VM's timeout with), run by sh from a copy with
+    the bench.env bench.sh would write: the NBD cases and their workloads."""
+
+    def plan(self, env):
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(HERE, "guest.sh"), encoding="utf-8") as src, \
+                    open(os.path.join(d, "run.sh"), "w", encoding="utf-8") as dst:
+                dst.write(src.read())
+            with open(os.path.join(d, "bench.env"), "w", encoding="utf-8") as f:
+                f.write(env)
+            out = subprocess.run(["sh", os.path.join(d, "run.sh"), "--plan"],
+                                 capture_output=True, text=True, check=True)
+        return dict(line.split(" ", 1) for line in out.stdout.splitlines())
+
+    def test_nbd_cases(self):
+        nbd = "randread-4k-qd64 randwrite-4k-qd64 read-128k-qd16"
+        self.assertEqual(self.plan("BENCH_CASES='nbd'\n"),
+                         {"nbd-1c": nbd, "ublk-nbd-1q": nbd, "nbd-2c": nbd, "ublk-nbd-2q": nbd})
+        self.assertEqual(self.plan("BENCH_CASES='^nbd'\nBENCH_WORKLOADS='randwrite'\n"),
+                         {"nbd-1c": "randwrite-4k-qd64", "nbd-2c": "randwrite-4k-qd64"})
+
+    def test_the_whole_matrix(self):
+        plan = self.plan("")
+        self.assertEqual(list(plan)[-4:], ["nbd-1c", "ublk-nbd-1q", "nbd-2c", "ublk-nbd-2q"])
+        self.assertEqual(plan["ublk-loop-zc-1q"], "randread-4k-qd64 read-128k-qd16")
+        self.assertEqual(plan["ublk-null-1q"].split(), report.WORKLOADS)
+        # Every case of the guest's matrix has its place in the report's order.
+        self.assertEqual(list(plan), report.CASES)
 
 
 class FioNumbersTest(unittest.TestCase):
