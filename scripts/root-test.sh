@@ -111,7 +111,7 @@ VM_UP_MARKER='^ublk-root: ' VM_APPEND="$root_arg init=/sbin/root-test ${VM_APPEN
 # one it should have run must be there.
 echo "root-test: the results of $root_arg on $VM_KVER:"
 guest_tests="boot_from_initramfs_server fsync_files fio_verify handover_quiesce_during_fio_verify
-    kill_during_fio_verify_then_recover kernel_log_clean"
+    kill_during_fio_verify_then_recover take_over_during_fio_verify kernel_log_clean"
 for name in $guest_tests; do
     line=$(grep -E "^test root::$name \.\.\. " "$log" | tail -n 1 || true)
     [ -z "$line" ] || echo "$line"
