@@ -89,19 +89,13 @@ impl Queue<'_> {
         io: RequestSocketIo,
         cookie: u32,
     ) -> Result<(), QueueError> {
-        self.require_registered(tag)?;
-        let sqe = Sqe64::send(
-            SocketSend {
-                socket: io.socket,
-                buf: SocketBuf::Fixed {
-                    index: buffer_slot(tag),
-                    offset: u64::from(io.request_offset),
-                },
-                len: io.len,
-                msg_flags: io.msg_flags,
-            },
-            0,
-        );
+        let op = SocketSend {
+            socket: io.socket,
+            buf: self.request_socket_buf(tag, &io)?,
+            len: io.len,
+            msg_flags: io.msg_flags,
+        };
+        let sqe = Sqe64::send(op, 0);
         self.push_request_io(tag, linked(sqe, io.link), cookie)
     }
 
@@ -113,20 +107,24 @@ impl Queue<'_> {
         io: RequestSocketIo,
         cookie: u32,
     ) -> Result<(), QueueError> {
-        self.require_registered(tag)?;
-        let sqe = Sqe64::recv(
-            SocketRecv {
-                socket: io.socket,
-                buf: SocketBuf::Fixed {
-                    index: buffer_slot(tag),
-                    offset: u64::from(io.request_offset),
-                },
-                len: io.len,
-                msg_flags: io.msg_flags,
-            },
-            0,
-        );
+        let op = SocketRecv {
+            socket: io.socket,
+            buf: self.request_socket_buf(tag, &io)?,
+            len: io.len,
+            msg_flags: io.msg_flags,
+        };
+        let sqe = Sqe64::recv(op, 0);
         self.push_request_io(tag, linked(sqe, io.link), cookie)
+    }
+
+    /// `tag`'s request pages from `io.request_offset` on, as a socket operation's buffer; the
+    /// request must have them registered.
+    fn request_socket_buf(&self, tag: u16, io: &RequestSocketIo) -> Result<SocketBuf, QueueError> {
+        self.require_registered(tag)?;
+        Ok(SocketBuf::Fixed {
+            index: buffer_slot(tag),
+            offset: u64::from(io.request_offset),
+        })
     }
 
     /// Makes room for `entries` submissions at once (submitting what is queued if need be),
