@@ -106,6 +106,11 @@ def all_targets():
                                     value, metric))
     # 6.12's copy is the slow path for large requests: user copy must avoid its cost.
     t.append(target(g, "ublk-mem-uc-1q", "ublk-mem-copy-1q", BIG, 1.5, kernel="6.12"))
+
+    g = "NBD (#17)"
+    for n in ("1", "2"):
+        for w in ("randread-4k-qd64", BIG):
+            t.append(target(g, f"ublk-nbd-{n}q", f"nbd-{n}c", w, 1.0))
     return t
 
 
