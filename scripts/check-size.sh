@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-limit_kib=${UBLK_SIZE_LIMIT_KIB:-372}
+limit_kib=${UBLK_SIZE_LIMIT_KIB:-504}
 target=x86_64-unknown-linux-gnu
 rustflags="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static"
 out=target/size

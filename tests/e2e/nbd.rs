@@ -721,12 +721,13 @@ fn cli_refusals_are_one_line_and_leave_no_device() -> TestResult {
     let scratch = Scratch::new("nbd-cli-refusals")?;
     let running = Kind::Nbdkit.start(&scratch, None)?;
     running.open("disk", 1)?;
+    // By name: `localhost` is the loopback without /etc/hosts (the VM has none).
     ublk(&[
         "add",
         "-t",
         "nbd",
         "--host",
-        "127.0.0.1",
+        "localhost",
         "--port",
         "10811",
         "--export",
@@ -735,6 +736,11 @@ fn cli_refusals_are_one_line_and_leave_no_device() -> TestResult {
     .fails(
         1,
         "the NBD server refused export 'nope': NBD_REP_ERR_UNKNOWN (no such export)",
+    );
+    // A name no one knows: the VM has no name server either.
+    ublk(&["add", "-t", "nbd", "--host", "no-such-host.invalid"])?.fails(
+        1,
+        "cannot resolve NBD server address no-such-host.invalid:10809: name server 127.0.0.1:53",
     );
     ublk(&["add", "-t", "nbd", "--host", "127.0.0.1", "--port", "1"])?.fails(
         1,

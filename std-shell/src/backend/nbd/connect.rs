@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -191,13 +191,12 @@ fn open(address: &Address, deadline: Instant) -> Result<Stream, HandshakeError> 
     match address {
         Address::Unix(path) => UnixStream::connect(path).map(Stream::Unix).map_err(failed),
         Address::Tcp { host, port } => {
-            let addrs: Vec<SocketAddr> = (host.as_str(), *port)
-                .to_socket_addrs()
-                .map_err(|source| HandshakeError::Resolve {
+            let addrs = crate::resolve::resolve(host, *port, deadline).map_err(|source| {
+                HandshakeError::Resolve {
                     address: address.to_string(),
                     source,
-                })?
-                .collect();
+                }
+            })?;
             let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no address");
             for addr in addrs {
                 let left = deadline.saturating_duration_since(Instant::now());
