@@ -591,15 +591,21 @@ fn a_restarted_server_gets_the_held_io() -> TestResult {
     )?;
     let status = nbd.status_handle();
     let dev = Device::builder().start_target(nbd)?;
-    let child = fio::spawn(crate::backends::fio_verify_cmd(
+    let mut child = fio::spawn(crate::backends::fio_verify_cmd(
         &dev.block_dev_path(),
         32,
         SIZE,
     ))?;
-    std::thread::sleep(Duration::from_millis(1500));
+    // The server goes away once fio has written its first MiB, so that most of the writes
+    // and all of the verifying reads are held: a fixed pause can outlast the whole of fio.
+    wait_fio_writing(&mut child, &dev.block_dev_path(), 1 << 20)?;
     let Running { server, .. } = running;
     drop(server);
     std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        child.try_wait().is_ok_and(|s| s.is_none()),
+        "fio waits while the server is away"
+    );
     let text = status.status().to_string();
     assert!(
         text.contains("reconnecting") && text.contains("I/O is held"),
@@ -635,6 +641,36 @@ fn wait_fio(mut child: Child, limit: Duration) -> Result<std::process::Output, N
     child
         .wait_with_output()
         .map_err(io_err("reading fio's output"))
+}
+
+/// Waits (up to a minute) until fio, `child`, has written `bytes` to block device `dev`
+/// (its sysfs `stat`); an error if fio ends first.
+fn wait_fio_writing(child: &mut Child, dev: &Path, bytes: u64) -> TestResult {
+    let name = dev
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stat = format!("/sys/block/{name}/stat");
+    // Field 7: sectors written.
+    let written = || {
+        std::fs::read_to_string(&stat)
+            .ok()
+            .and_then(|s| s.split_ascii_whitespace().nth(6)?.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 512
+    };
+    let mut ended = false;
+    wait_until(Duration::from_secs(60), || {
+        ended = child.try_wait().is_ok_and(|s| s.is_some());
+        ended || written() >= bytes
+    });
+    if ended {
+        return Err(failed(format!(
+            "fio ended after writing {} bytes, before {bytes}",
+            written()
+        )));
+    }
+    Ok(())
 }
 
 /// The `ublk add` options for `running`'s export "disk".
