@@ -1,7 +1,7 @@
 //! A server's life after start: serving until a signal, a stop from outside or a failed
 //! queue, then letting the device go as that calls for, and saying what became of it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ublk_core::{DevState, Errno, Features};
 
@@ -12,6 +12,10 @@ use crate::signal::TerminationSignals;
 
 /// How often [`Device::serve_until`] looks at the queues between signals.
 const SERVE_POLL: Duration = Duration::from_millis(200);
+
+/// How long a device stopped or quiesced from outside may take to be said so by the driver
+/// once its server has let it go (its files are released by a kernel worker).
+const FATE_SETTLES: Duration = Duration::from_secs(2);
 
 /// Why [`Device::serve_until`] stopped serving.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,9 +119,20 @@ impl Device {
         }
     }
 
-    /// What the driver says became of the device once this server let it go.
+    /// What the driver says became of the device once this server let it go. Its last
+    /// references to `/dev/ublkcN` (the queue rings' registered files) are dropped by the
+    /// kernel's io_uring teardown, which runs after the queue threads have ended, and only
+    /// then does a quiesced device become QUIESCED: so a device still said to be live is
+    /// asked again, for up to [`FATE_SETTLES`].
     fn fate_from_driver(&mut self) -> Fate {
-        fate_of(self.ctrl.info(self.id()), self.info.flags())
+        let deadline = Instant::now() + FATE_SETTLES;
+        loop {
+            let fate = fate_of(self.ctrl.info(self.id()), self.info.flags());
+            if fate != Fate::Unknown || Instant::now() >= deadline {
+                return fate;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
