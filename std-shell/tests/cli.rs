@@ -159,13 +159,16 @@ fn a_missing_backing_file_is_named() {
 #[test]
 fn a_closed_stdout_is_quiet_but_not_a_success() {
     use std::io::Read;
+    // The reader is gone before ublk starts: a pipe's read end closed at once (dropping the
+    // reader of `Stdio::piped()` after the spawn races with ublk filling the pipe's buffer).
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
     let mut child = Command::new(env!("CARGO_BIN_EXE_ublk"))
         .arg("--help")
-        .stdout(Stdio::piped())
+        .stdout(writer)
         .stderr(Stdio::piped())
         .spawn()
         .expect("running ublk");
-    drop(child.stdout.take()); // the reader goes away before ublk writes
     let mut stderr = String::new();
     child
         .stderr
