@@ -3,9 +3,8 @@
 # the test VM (QEMU TCG, 2 vCPUs, the newest 7.x kernel), and writes target/bench/results.md
 # (and results.json): a table of case x workload, QD1 latency percentiles, how each server scales
 # from 1 queue and 1 fio job to 2 and 2, then the ratios the project aims for, each marked met or
-# not met, and our NBD client against the kernel's. A full run (BENCH_REPEAT=3) takes about 45
-# minutes of VM time (50 once ublk add has --data-path: until then our data-path cases fail at
-# once).
+# not met, and our NBD client against the kernel's. A full run (BENCH_REPEAT=3, or BENCH_BOOTS=3
+# with BENCH_REPEAT=1) takes about 40 minutes of VM time on a 2-core host.
 #
 #   scripts/bench.sh                    the whole matrix, in a VM
 #   GO_UBLK_SRC=../shared/peers/go-ublk-41989fa.tar.gz scripts/bench.sh
