@@ -35,6 +35,7 @@ mod error;
 mod features;
 pub mod json;
 pub mod os;
+pub mod poll;
 mod resolve;
 pub mod rules;
 pub mod signal;

@@ -26,6 +26,7 @@ use ublk_core::{DataPath, Errno, Features};
 use crate::backend::Target;
 use crate::control::{Controller, DeviceInfo};
 use crate::error::{Error, Result};
+use crate::poll::poll_until;
 pub use builder::DeviceBuilder;
 use params::Geometry;
 use queue_thread::QueueSpec;
@@ -436,12 +437,6 @@ impl Drop for Device {
 }
 
 fn wait_for_path(path: &Path, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while !path.exists() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    true
+    let exists = || path.exists().then_some(());
+    poll_until(Instant::now() + timeout, Duration::from_millis(5), exists).is_some()
 }

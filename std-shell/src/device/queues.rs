@@ -10,6 +10,7 @@ use ublk_core::IoOp;
 
 use crate::error::{Error, Result};
 use crate::os::EventFd;
+use crate::poll::poll_until;
 
 /// What a queue thread and its device share: counters anyone may read, and how it ended.
 #[derive(Debug, Default)]
@@ -148,11 +149,9 @@ impl QueueHandle {
         deadline: Instant,
     ) -> Option<std::result::Result<Result<()>, Unjoined>> {
         let thread = self.thread.take()?;
-        while !thread.is_finished() {
-            if Instant::now() >= deadline {
-                return Some(Err(Unjoined::StillRunning));
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        let finished = || thread.is_finished().then_some(());
+        if poll_until(deadline, Duration::from_millis(5), finished).is_none() {
+            return Some(Err(Unjoined::StillRunning));
         }
         Some(thread.join().map_err(|_| Unjoined::Panicked))
     }

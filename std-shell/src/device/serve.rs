@@ -8,6 +8,7 @@ use ublk_core::{DevState, Errno, Features};
 use super::{Device, Recovery, Stats};
 use crate::control::DeviceInfo;
 use crate::error::{Error, Result};
+use crate::poll::poll_until;
 use crate::signal::TerminationSignals;
 
 /// How often [`Device::serve_until`] looks at the queues between signals.
@@ -125,14 +126,12 @@ impl Device {
     /// then does a quiesced device become QUIESCED: so a device still said to be live is
     /// asked again, for up to [`FATE_SETTLES`].
     fn fate_from_driver(&mut self) -> Fate {
-        let deadline = Instant::now() + FATE_SETTLES;
-        loop {
+        let known = || {
             let fate = fate_of(self.ctrl.info(self.id()), self.info.flags());
-            if fate != Fate::Unknown || Instant::now() >= deadline {
-                return fate;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            (fate != Fate::Unknown).then_some(fate)
+        };
+        let deadline = Instant::now() + FATE_SETTLES;
+        poll_until(deadline, Duration::from_millis(20), known).unwrap_or(Fate::Unknown)
     }
 }
 

@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use ublk::poll::poll_until;
 use ublk::signal::process_alive;
 use ublk::sys::Errno;
 
@@ -143,10 +144,8 @@ fn delete(ctl: &mut ublk::Controller, id: u32, run_dir: &Path) -> Result<(), Fai
         .filter(|&p| Some(p) == server)
     {
         let deadline = Instant::now() + SERVER_EXIT;
-        while process_alive(pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if process_alive(pid) {
+        let exited = || (!process_alive(pid)).then_some(());
+        if poll_until(deadline, Duration::from_millis(20), exited).is_none() {
             eprint_line(&format!(
                 "ublk del: warning: device {id} is deleted, but its server (pid {pid}) is still running after {} s",
                 SERVER_EXIT.as_secs()

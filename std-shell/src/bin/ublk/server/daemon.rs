@@ -22,6 +22,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ublk::os::{self, Forked};
+use ublk::poll::poll_until;
 use ublk::signal::{TerminationSignals, signal_name};
 
 use super::Start;
@@ -198,14 +199,12 @@ fn wait_for_verdict(
 
 /// Waits (up to `limit`) for the child to end; its exit status as text.
 fn reap(pid: i32, limit: Duration) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
-        match os::try_reap(pid) {
-            Ok(Some(exit)) => return exit.to_string(),
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            _ => return "status unknown".into(),
-        }
-    }
+    // A failed wait is an answer too: the status cannot be known.
+    let ended = || match os::try_reap(pid) {
+        Ok(Some(exit)) => Some(exit.to_string()),
+        Ok(None) => None,
+        Err(_) => Some("status unknown".into()),
+    };
+    poll_until(Instant::now() + limit, Duration::from_millis(10), ended)
+        .unwrap_or_else(|| "status unknown".into())
 }
