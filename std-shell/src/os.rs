@@ -61,6 +61,30 @@ pub fn set_io_flusher() -> io::Result<()> {
     Ok(())
 }
 
+/// Puts the calling thread in the `SCHED_BATCH` policy (at its nice level, no privilege
+/// needed): the scheduler then lets the task that woke it run on instead of switching to it
+/// at once. A queue thread that shares a CPU with the program submitting to it (the driver
+/// sends a CPU's requests to the queue whose thread is pinned there) would otherwise be woken
+/// for each request and take them one at a time; as a batch task, it finds the submitter's
+/// whole burst when it runs. Through `syscall(2)`: musl's `sched_setscheduler` is a stub.
+pub fn set_batch_scheduling() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler reads one sched_param, which lives across the call; pid 0
+    // is the calling thread.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_sched_setscheduler,
+            0,
+            libc::SCHED_BATCH,
+            &param as *const libc::sched_param,
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Locks the process's memory in RAM: its code and read-only data (every private file mapping:
 /// the binary, and shared libraries when it has any) whole and at once, every other page as it
 /// is first touched, now and in later mappings (`mlockall(MCL_CURRENT | MCL_FUTURE |
@@ -545,6 +569,23 @@ mod tests {
         let mut b = [0u8; 1];
         r.read_exact(&mut b).unwrap();
         assert_eq!(&b, b"x");
+    }
+
+    #[test]
+    fn batch_scheduling_is_the_calling_threads_own() {
+        // In a thread of its own: the policy is per thread, and the test runner's stays.
+        let policies = std::thread::spawn(|| {
+            // SAFETY: sched_getscheduler takes a pid (0: this thread) and touches no memory.
+            let before = unsafe { libc::sched_getscheduler(0) };
+            set_batch_scheduling().unwrap();
+            // SAFETY: as above.
+            (before, unsafe { libc::sched_getscheduler(0) })
+        })
+        .join()
+        .unwrap();
+        assert_eq!(policies, (libc::SCHED_OTHER, libc::SCHED_BATCH));
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
     }
 
     #[test]

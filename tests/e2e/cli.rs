@@ -813,6 +813,20 @@ fn thread_cpus(pid: i32, tid: &str) -> Result<Vec<usize>, NotPassed> {
     Ok(cpus)
 }
 
+/// A thread's scheduling policy (`SCHED_OTHER`, `SCHED_BATCH`, ...): the 41st field of
+/// /proc/PID/task/TID/stat, counted after the command name (which may hold spaces).
+fn thread_policy(pid: i32, tid: &str) -> Result<i32, NotPassed> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
+        .map_err(io_err("reading a thread's stat"))?;
+    let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    // The fields after the name start with the 3rd (state): the 41st is the 38th of them.
+    after_comm
+        .split_whitespace()
+        .nth(38)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| failed(format!("no policy in /proc/PID/task/TID/stat: {stat:?}")))
+}
+
 /// The server's queue threads (named ublkIDqQ), by queue: their thread ids.
 fn queue_threads(added: &Added) -> Result<Vec<(u16, String)>, NotPassed> {
     let prefix = format!("ublk{}q", added.id);
@@ -840,7 +854,9 @@ fn queue_threads(added: &Added) -> Result<Vec<(u16, String)>, NotPassed> {
 
 /// Each queue thread runs on one CPU, the first of its queue's (GET_QUEUE_AFFINITY): left
 /// free to move, a thread follows its wake-ups onto the submitter's CPU, where the two take
-/// turns instead of running in parallel. Data stays intact at QD1 and QD64 on every queue.
+/// turns instead of running in parallel. And it is a `SCHED_BATCH` task, so that on the CPU it
+/// shares with a submitter it is not switched to for each request. Data stays intact at QD1
+/// and QD64 on every queue.
 fn each_queue_thread_runs_on_one_cpu() -> TestResult {
     let size = 32 * MIB;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -870,6 +886,11 @@ fn each_queue_thread_runs_on_one_cpu() -> TestResult {
                 on,
                 affinity[..1].to_vec(),
                 "-q {queues}: queue {q}'s thread runs on the first CPU of the queue's {affinity:?}"
+            );
+            assert_eq!(
+                thread_policy(added.pid, tid)?,
+                libc::SCHED_BATCH,
+                "-q {queues}: queue {q}'s thread is a batch task"
             );
         }
         verify_whole(&added.block_dev(), size)?;

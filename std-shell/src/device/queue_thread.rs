@@ -92,6 +92,8 @@ fn run<T: Target>(
                 "the queue threads are not I/O flushers (PR_SET_IO_FLUSHER: {e}; it needs CAP_SYS_RESOURCE): under memory pressure, writing dirty pages to this device may wait for the device itself"
             )
         });
+        // A hint, not a need: a queue thread woken for each request still serves them all.
+        let _ = os::set_batch_scheduling();
         let allowed =
             os::allowed_cpus().map_err(|e| fail(format!("reading the thread's CPU mask: {e}")))?;
         if let Some(cpu) = pinned_cpu(&spec.cpus, &allowed) {
