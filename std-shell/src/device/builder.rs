@@ -50,6 +50,7 @@ impl DeviceBuilder {
     }
 
     /// Hardware queues, one thread each (default 1; the driver grants at most one per CPU).
+    /// Each thread runs on the first CPU of its queue's affinity, as a `SCHED_BATCH` task.
     pub fn queues(mut self, queues: u16) -> Self {
         self.new.queues = queues;
         self
