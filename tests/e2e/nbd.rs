@@ -76,6 +76,7 @@ pub const TESTS: &[Test] = tests![
     "nbd::cli_refusals_are_one_line_and_leave_no_device" needs COPY => cli_refusals_are_one_line_and_leave_no_device,
     "nbd::cli_list_says_why_io_is_held_or_fails" needs USER_RECOVERY_REISSUE => cli_list_says_why_io_is_held_or_fails,
     "nbd::cli_kill_9_and_recover_under_fio_verify" needs USER_RECOVERY_REISSUE => cli_kill_9_and_recover_under_fio_verify,
+    "nbd::cli_del_fails_the_held_io_at_once" needs USER_RECOVERY_REISSUE => cli_del_fails_the_held_io_at_once,
 ];
 
 const USER_RECOVERY_REISSUE: Features = Features::USER_RECOVERY_REISSUE;
@@ -886,6 +887,54 @@ fn cli_list_says_why_io_is_held_or_fails() -> TestResult {
     del(&failing)?;
     del(&held)?;
     drop(again);
+    Ok(())
+}
+
+/// `ublk del` of a device whose NBD server went away while the device holds I/O for the
+/// reconnection (limit 120 s): the stop waits for every request in flight, so the held read
+/// must fail with EIO at once, not when the limit runs out, and the device, its server and
+/// its record are gone.
+fn cli_del_fails_the_held_io_at_once() -> TestResult {
+    let scratch = Scratch::new("nbd-cli-del-held")?;
+    let running = Kind::QemuNbd.start(&scratch, None)?;
+    let added = cli_add(&running, &["--recovery", "--reconnect-limit", "120"])?;
+    drop(running);
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn({
+        let dev = added.block_dev();
+        move || {
+            let read = open_direct(&dev).and_then(|f| f.read_exact_at(&mut vec![0; 4096], 0));
+            let _ = done.send(read);
+        }
+    });
+    let status = || -> String {
+        list_one(added.id)
+            .ok()
+            .and_then(|v| {
+                v.get("status")
+                    .and_then(crate::json::Value::as_str)
+                    .map(String::from)
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || status().contains("I/O is held")),
+        "the read is held: {}",
+        status()
+    );
+    let start = Instant::now();
+    del(&added)?;
+    let took = start.elapsed();
+    println!("    del took {took:?}");
+    assert!(
+        took < Duration::from_secs(60),
+        "del returned before the reconnection limit ({took:?})"
+    );
+    let read = result
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(|_| failed("the held read never returned"))?;
+    let errno = read.err().and_then(|e| e.raw_os_error());
+    assert_eq!(errno, Some(libc::EIO), "the held read fails with EIO");
     Ok(())
 }
 

@@ -42,7 +42,7 @@ mod null;
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ublk_core::abi::uring::Sqe64;
 use ublk_core::{DataPath, Errno, IoOp, Queue, QueueError, RawFd, RequestIo, RequestSocketIo};
@@ -237,7 +237,9 @@ pub trait TargetQueue {
     /// Serves `req`: answer with [`Reply::Done`], or with [`Reply::Later`] and then, once the
     /// work is done, [`IoContext::complete`]. On the copy path the request's data (WRITE) is
     /// in, or goes to (READ), [`IoContext::buffer`]`(req.tag)` until it is answered; on the
-    /// others see the [module docs](self).
+    /// others see the [module docs](self). A request answered later must not wait on
+    /// something that may never come once [`IoContext::device_stopping`] says so: stopping
+    /// the device waits for it.
     fn serve(&mut self, req: &Request, io: &mut IoContext<'_, '_>) -> Reply;
 
     /// An operation this target queued with [`IoContext::push`] finished with `result`.
@@ -253,6 +255,7 @@ pub struct IoContext<'q, 't> {
     queue: &'q mut Queue<'t>,
     failure: &'q mut Option<QueueError>,
     errors: &'q AtomicU64,
+    stopping: &'q AtomicBool,
 }
 
 impl<'q, 't> IoContext<'q, 't> {
@@ -260,12 +263,21 @@ impl<'q, 't> IoContext<'q, 't> {
         queue: &'q mut Queue<'t>,
         failure: &'q mut Option<QueueError>,
         errors: &'q AtomicU64,
+        stopping: &'q AtomicBool,
     ) -> Self {
         IoContext {
             queue,
             failure,
             errors,
+            stopping,
         }
+    }
+
+    /// The device is being stopped: STOP_DEV is on its way, and it waits until every request
+    /// in flight is answered. A target that holds requests until something comes back (a
+    /// connection) should answer them now, with an error if it must.
+    pub fn device_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     /// The queue's id.

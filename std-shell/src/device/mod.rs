@@ -347,7 +347,11 @@ impl Device {
         let stopped_outside = self.stopped_outside();
         let stopping = lifecycle == Lifecycle::Live && !stopped_outside;
         if stopping {
-            // Waits for in-flight I/O to be answered by the queues, then aborts their fetches.
+            // Waits for in-flight I/O to be answered by the queues, then aborts their fetches:
+            // a target that holds requests until something comes back must answer them now.
+            for q in &self.queues {
+                q.stopping();
+            }
             if let Err(e) = self.ctrl.stop(id)
                 && !gone(&e)
             {

@@ -258,6 +258,15 @@ fn serve<Q: TargetQueue>(
     }
 }
 
+/// What the target may do with the queue while it handles one event.
+fn context<'q, 't>(
+    queue: &'q mut Queue<'t>,
+    failure: &'q mut Option<QueueError>,
+    shared: &'q QueueShared,
+) -> IoContext<'q, 't> {
+    IoContext::new(queue, failure, &shared.errors, &shared.device_stopping)
+}
+
 /// Handles one event of the queue's loop.
 #[inline]
 fn handle<Q: TargetQueue>(
@@ -273,7 +282,7 @@ fn handle<Q: TargetQueue>(
             let reply = match decode(tag, &desc, spec.buf_bytes as usize, spec.dev_bytes) {
                 Ok(req) => {
                     shared.count(req.op);
-                    target.serve(&req, &mut IoContext::new(queue, failure, &shared.errors))
+                    target.serve(&req, &mut context(queue, failure, shared))
                 }
                 Err(errno) => {
                     if let Ok(op) = desc.op() {
@@ -296,12 +305,7 @@ fn handle<Q: TargetQueue>(
             cookie,
             result,
             ..
-        } => target.op_done(
-            tag,
-            cookie,
-            result,
-            &mut IoContext::new(queue, failure, &shared.errors),
-        ),
+        } => target.op_done(tag, cookie, result, &mut context(queue, failure, shared)),
         Event::Refused { tag, cmd, errno } => {
             // The driver may still hold the tag's request; ending the queue closes the ring,
             // which makes the driver fail it instead of leaving it hanging.

@@ -30,6 +30,10 @@ pub(crate) struct QueueShared {
     /// Set before the wake-up when STOP_DEV was sent: the driver's aborts are on their way,
     /// and the queue takes them before it ends, so nothing is left writing its buffers.
     pub drain_on_wake: AtomicBool,
+    /// Set before STOP_DEV, which waits for every request in flight: a target holding
+    /// requests (an NBD queue waiting to reconnect) answers them instead
+    /// ([`IoContext::device_stopping`](crate::backend::IoContext::device_stopping)).
+    pub device_stopping: AtomicBool,
 }
 
 impl QueueShared {
@@ -134,6 +138,11 @@ impl QueueHandle {
     /// The thread ended because the driver aborted every tag.
     pub(crate) fn ended_by_abort(&self) -> bool {
         self.shared.ended_by_abort.load(Ordering::Acquire)
+    }
+
+    /// Tells the thread's target that the device is being stopped (before STOP_DEV).
+    pub(crate) fn stopping(&self) {
+        self.shared.device_stopping.store(true, Ordering::Release);
     }
 
     /// Tells the thread to end; with `aborted`, after taking the driver's aborts.

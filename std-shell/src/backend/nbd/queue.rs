@@ -11,7 +11,8 @@
 //! - **Losing the connection** (the server hung up, sent something the protocol does not
 //!   allow, or a reply for a request not in flight): the socket is shut down so that every
 //!   operation on it ends, then the requests in flight fail with EIO, or, with a reconnection
-//!   limit, are held while the queue connects again and are sent again on the new connection.
+//!   limit, are held while the queue connects again and are sent again on the new connection
+//!   (or fail with EIO once the limit runs out, or the device is being stopped).
 //!
 //! The handle (cookie) of a request is its tag and a generation that grows with every
 //! connection, so a reply from an earlier connection can never be taken for a new request.
@@ -656,7 +657,8 @@ impl NbdQueue {
     }
 
     /// One connection attempt; on failure, the next after a pause, or giving up when the
-    /// limit has run out.
+    /// limit has run out or the device is being stopped (checked before each attempt, so a
+    /// stop waits at most one pause and one attempt for the held requests to fail).
     fn reconnect(&mut self, io: &mut IoContext<'_, '_>) {
         let Link::Reconnecting {
             why,
@@ -668,6 +670,10 @@ impl NbdQueue {
             return;
         };
         let (why, since, attempt) = (why.clone(), *since, *attempt + 1);
+        // The stop waits for the held requests: holding them longer only delays it.
+        if io.device_stopping() {
+            return self.give_up(format!("{why}; the device is being stopped"), io);
+        }
         let limit = self.options.reconnect_limit().unwrap_or_default();
         let left = limit.saturating_sub(since.elapsed());
         let timeout = self.options.handshake_timeout().min(left.max(FIRST_PAUSE));

@@ -9,11 +9,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use ublk::os;
 use ublk::poll::poll_until;
 use ublk::signal::process_alive;
 use ublk::sys::Errno;
 
 use crate::server::records;
+use crate::server::target::Kind;
 use crate::support::control::{self, device_ids};
 use crate::support::failure::Failure;
 use crate::support::options::{self, Opt, Parsed, Usage};
@@ -124,16 +126,28 @@ fn delete(ctl: &mut ublk::Controller, id: u32, run_dir: &Path) -> Result<(), Fai
     let seen = records::read(run_dir, id).ok().flatten();
     let record = seen.clone().filter(|r| r.tied_to(&info).is_ok());
     let server = info.server_pid().or(record.as_ref().map(|r| r.pid));
-    match ctl.stop(id) {
-        Err(e) if gone(&e) => return Err(Failure::NoDevice(id)),
-        Err(e) => return Err(held_by(e, server)),
-        Ok(()) => {}
-    }
-    match ctl.delete(id) {
-        // Someone else deleted it in between: what was asked for is done.
-        Err(e) if gone(&e) => {}
-        Err(e) => return Err(held_by(e, server)),
-        Ok(()) => {}
+    let nbd_server = record
+        .as_ref()
+        .filter(|r| r.target.kind == Kind::Nbd && Some(r.pid) == server)
+        .map(|r| r.pid)
+        .filter(|&pid| process_alive(pid));
+    if let Some(pid) = nbd_server {
+        // An NBD server holds I/O while it reconnects, and STOP_DEV would wait for that I/O
+        // as long as the server holds it. Asked to stop by SIGTERM, the server fails what it
+        // holds, then stops and deletes the device itself.
+        stopped_by_server(ctl, id, pid)?;
+    } else {
+        match ctl.stop(id) {
+            Err(e) if gone(&e) => return Err(Failure::NoDevice(id)),
+            Err(e) => return Err(held_by(e, server)),
+            Ok(()) => {}
+        }
+        match ctl.delete(id) {
+            // Someone else deleted it in between: what was asked for is done.
+            Err(e) if gone(&e) => {}
+            Err(e) => return Err(held_by(e, server)),
+            Ok(()) => {}
+        }
     }
     // A `ublk add` server removes its record and exits once its device is gone; give it
     // that time, then clean up after one that died without doing so. Other servers (a
@@ -159,6 +173,27 @@ fn delete(ctl: &mut ublk::Controller, id: u32, run_dir: &Path) -> Result<(), Fai
         records::remove(run_dir, id, r.pid);
     }
     Ok(())
+}
+
+/// Asks the device's server `pid` to stop and delete it (SIGTERM), and waits, as long as a
+/// control command may take, until the device is gone.
+fn stopped_by_server(ctl: &mut ublk::Controller, id: u32, pid: i32) -> Result<(), Failure> {
+    os::kill(pid, libc::SIGTERM).map_err(|e| {
+        Failure::Runtime(format!(
+            "device {id}: asking its server (pid {pid}) to stop it: {e}"
+        ))
+    })?;
+    let limit = ctl.timeout();
+    let gone = || match ctl.info(id) {
+        Err(e) if e.errno() == Some(Errno::ENODEV) => Some(()),
+        _ => None,
+    };
+    poll_until(Instant::now() + limit, Duration::from_millis(20), gone).ok_or_else(|| {
+        Failure::Runtime(format!(
+            "device {id}: its server (pid {pid}) was asked to stop it (SIGTERM), but the device is still there after {} s",
+            limit.as_secs()
+        ))
+    })
 }
 
 /// A failed STOP_DEV or DEL_DEV, with who is likely holding the device.
