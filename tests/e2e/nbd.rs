@@ -699,6 +699,15 @@ fn cli_server_args(running: &Running) -> Vec<String> {
     args
 }
 
+/// What `ublk list` says a device's target is doing (its `status`; empty if none).
+fn list_status(id: u32) -> Result<String, NotPassed> {
+    Ok(list_one(id)?
+        .get("status")
+        .and_then(crate::json::Value::as_str)
+        .unwrap_or_default()
+        .to_string())
+}
+
 /// `ublk add ARGS` for `running`'s export, once the server serves (its start is slow).
 fn cli_add(running: &Running, extra: &[&str]) -> Result<Added, NotPassed> {
     running.open("disk", 1)?; // waits until it serves
@@ -858,19 +867,12 @@ fn cli_list_says_why_io_is_held_or_fails() -> TestResult {
         let dev = failing.block_dev();
         move || open_direct(&dev).and_then(|f| f.read_exact_at(&mut vec![0; 4096], 0))
     });
-    let status = |id| -> Result<String, NotPassed> {
-        Ok(list_one(id)?
-            .get("status")
-            .and_then(crate::json::Value::as_str)
-            .unwrap_or_default()
-            .to_string())
-    };
     let waited = wait_until(Duration::from_secs(20), || {
-        status(held.id).is_ok_and(|s| s.contains("I/O is held"))
-            && status(failing.id).is_ok_and(|s| s.contains("I/O fails with EIO"))
+        list_status(held.id).is_ok_and(|s| s.contains("I/O is held"))
+            && list_status(failing.id).is_ok_and(|s| s.contains("I/O fails with EIO"))
     });
-    println!("    held: {}", status(held.id)?);
-    println!("    failing: {}", status(failing.id)?);
+    println!("    held: {}", list_status(held.id)?);
+    println!("    failing: {}", list_status(failing.id)?);
     assert!(waited, "list says why");
     let text = ublk(&["list", "-n", &held.id.to_string()])?.ok()?.stdout;
     assert!(
@@ -879,10 +881,10 @@ fn cli_list_says_why_io_is_held_or_fails() -> TestResult {
     );
     let again = Kind::QemuNbd.start(&scratch, Some(&file))?;
     assert!(
-        wait_until(Duration::from_secs(30), || status(held.id)
+        wait_until(Duration::from_secs(30), || list_status(held.id)
             .is_ok_and(|s| s == "connected")),
         "connected again: {}",
-        status(held.id)?
+        list_status(held.id)?
     );
     del(&failing)?;
     del(&held)?;
@@ -907,16 +909,7 @@ fn cli_del_fails_the_held_io_at_once() -> TestResult {
             let _ = done.send(read);
         }
     });
-    let status = || -> String {
-        list_one(added.id)
-            .ok()
-            .and_then(|v| {
-                v.get("status")
-                    .and_then(crate::json::Value::as_str)
-                    .map(String::from)
-            })
-            .unwrap_or_default()
-    };
+    let status = || list_status(added.id).unwrap_or_default();
     assert!(
         wait_until(Duration::from_secs(20), || status().contains("I/O is held")),
         "the read is held: {}",
